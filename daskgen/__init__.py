@@ -1,0 +1,66 @@
+"""daskgen: generator tasks for Dask, where every yield is its own Future.
+
+Examples
+--------
+>>> import daskgen
+>>> @daskgen.remote
+... def produce(n):
+...     for i in range(n):
+...         yield i
+>>> [f.result() for f in produce.remote(3)]  # doctest: +SKIP
+[0, 1, 2]
+"""
+
+from __future__ import annotations
+
+from daskgen import _config  # noqa: F401  (registers daskgen.* config defaults)
+from daskgen.client import (
+    DynamicFuture,
+    FutureGenerator,
+    RemoteFunction,
+    StreamStatus,
+    install,
+    remote,
+    submit,
+)
+from daskgen.exceptions import (
+    DaskgenError,
+    GeneratorCancelledError,
+    InvalidStateError,
+    NumReturnsError,
+    ReplayInconsistentError,
+    StreamTimeoutError,
+)
+from daskgen.scheduler import GeneratorSchedulerPlugin
+from daskgen.worker import GeneratorWorkerPlugin, print
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DaskgenError",
+    "DynamicFuture",
+    "FutureGenerator",
+    "GeneratorCancelledError",
+    "GeneratorSchedulerPlugin",
+    "GeneratorWorkerPlugin",
+    "InvalidStateError",
+    "NumReturnsError",
+    "RemoteFunction",
+    "ReplayInconsistentError",
+    "StreamStatus",
+    "StreamTimeoutError",
+    "install",
+    "print",
+    "remote",
+    "submit",
+]
+
+
+async def dask_setup(scheduler: object) -> None:
+    """``dask scheduler --preload daskgen``: install the plugins at start."""
+    from distributed import Scheduler
+
+    if isinstance(scheduler, Scheduler):
+        await scheduler.register_scheduler_plugin(
+            GeneratorSchedulerPlugin(), name="daskgen"
+        )

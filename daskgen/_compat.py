@@ -1,0 +1,170 @@
+"""Every use of a private or semi-private distributed API, in one module.
+
+daskgen completes item tasks from outside the scheduler's transition engine
+(see docs/design.md). The calls below are pinned by the ``mindeps`` and latest
+tox environments; when a distributed release breaks daskgen it breaks here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from dask._task_spec import Task, TaskRef
+from distributed.worker_state_machine import FreeKeysEvent
+
+if TYPE_CHECKING:
+    from distributed import Client, Worker
+    from distributed.scheduler import Scheduler, TaskState, WorkerState
+
+__all__ = [
+    "Task",
+    "TaskRef",
+    "complete_items",
+    "create_item",
+    "driver_run_id",
+    "free_local",
+    "register_client_handler",
+    "set_allowed_deaths",
+    "store_local",
+    "worker_task_state",
+]
+
+
+# --------------------------------------------------------------------- scheduler
+
+
+def create_item(
+    scheduler: Scheduler,
+    key: Any,
+    run_spec: Any,
+    driver: TaskState,
+    priority: tuple[Any, ...],
+) -> TaskState:
+    """Create a released item task that depends on ``driver``.
+
+    The caller transitions it (usually to ``waiting``) once every item of a
+    batch exists.
+    """
+    ts = scheduler.new_task(key, run_spec, "released")
+    ts.add_dependency(driver)
+    ts.priority = priority
+    tg = ts.group
+    if tg.span_id is None and driver.group.span_id is not None:
+        # Items belong to the driver's span (what update_graph does for tasks
+        # a client submits); workers report metrics per span.
+        tg.span_id = driver.group.span_id
+        spans = scheduler.extensions.get("spans")
+        if spans is not None and tg.span_id in spans.spans:
+            spans.spans[tg.span_id].groups.add(tg)
+    return ts
+
+
+def complete_items(
+    scheduler: Scheduler,
+    driver: TaskState,
+    ws: WorkerState,
+    items: Iterable[tuple[TaskState, int, bytes | None, str]],
+    stimulus_id: str,
+    client_msgs: dict[str, list[dict[str, Any]]],
+) -> None:
+    """Move waiting item tasks to memory on ``ws``, where the driver stored them.
+
+    This is what ``processing -> memory`` does, without the processing part:
+    the value was put into the worker's data by the driver, not by executing
+    the item's own run_spec. Other plugins' ``transition`` hooks are called by
+    hand since the scheduler's transition engine does not see this move.
+    """
+    recommendations: dict[Any, str] = {}
+    plugins = list(scheduler.plugins.values())
+    for ts, nbytes, typ, typename in items:
+        if ts.waiting_on:
+            ts.waiting_on.discard(driver)
+        if driver.waiters:
+            driver.waiters.discard(ts)
+        ts.set_nbytes(nbytes)
+        msgs: dict[str, list[dict[str, Any]]] = {}
+        # _add_to_memory *assigns* client_msgs[client] = [msg]; merge per key.
+        scheduler._add_to_memory(
+            ts, ws, recommendations, msgs, type=typ, typename=typename
+        )
+        for client, ms in msgs.items():
+            client_msgs.setdefault(client, []).extend(ms)
+        for plugin in plugins:
+            try:
+                plugin.transition(
+                    ts.key,
+                    "waiting",
+                    "memory",
+                    stimulus_id=stimulus_id,
+                    worker=ws.address,
+                    nbytes=nbytes,
+                    typename=typename,
+                )
+            except Exception:  # pragma: no cover - a third-party plugin's bug
+                import logging
+
+                logging.getLogger(__name__).exception("plugin transition hook")
+        if scheduler.validate:
+            scheduler.validate_key(ts.key)
+    # The driver is still running, so nothing above releases it; what is left
+    # are items nobody wants (freed at once) and dependents that became ready.
+    scheduler.transitions(recommendations, stimulus_id)
+
+
+def set_allowed_deaths(ts: TaskState, allowed_failures: int, max_retries: int) -> None:
+    """Make the scheduler give up on ``ts`` after ``max_retries + 1`` worker deaths.
+
+    The scheduler raises KilledWorker once ``ts.suspicious`` exceeds its global
+    ``allowed-failures``; starting the count below zero or above it moves that
+    limit for this one task.
+    """
+    ts.suspicious = allowed_failures - max_retries
+
+
+# ------------------------------------------------------------------------ worker
+
+
+def store_local(worker: Worker, data: dict[Any, Any], stimulus_id: str) -> None:
+    """Put values into the worker's data without a copy (scatter's local path)."""
+    worker.update_data(data, stimulus_id=stimulus_id)
+
+
+def free_local(worker: Worker, keys: list[Any], stimulus_id: str) -> None:
+    """Forget keys this worker stored but the scheduler did not take."""
+    worker.handle_stimulus(FreeKeysEvent(keys=keys, stimulus_id=stimulus_id))
+
+
+def worker_task_state(worker: Worker, key: Any) -> str | None:
+    ts = worker.state.tasks.get(key)
+    return None if ts is None else str(ts.state)
+
+
+def driver_run_id(worker: Worker, key: Any) -> int | None:
+    ts = worker.state.tasks.get(key)
+    return None if ts is None else ts.run_id
+
+
+# ------------------------------------------------------------------------ client
+
+
+def register_client_handler(
+    client: Client, op: str, handler: Callable[..., Any]
+) -> None:
+    """Let the scheduler send ``{"op": op, ...}`` messages to this client."""
+    client._stream_handlers[op] = handler
+
+
+def send_to_scheduler(client: Client, msg: dict[str, Any]) -> None:
+    client._send_to_scheduler(msg)
+
+
+async def future_done(fut: Any) -> Any:
+    """Wait for a Future to finish; return its client-side state.
+
+    The state has ``status``, ``exception`` and ``traceback``; waiting on it
+    does not fetch the value.
+    """
+    fut._bind_late()
+    await fut._state.wait()
+    return fut._state

@@ -1,0 +1,748 @@
+"""The client half of daskgen: ``submit``, ``remote`` and the stream handle."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import functools
+import inspect
+import sys
+import threading
+import uuid
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from datetime import timedelta
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+
+import dask
+from dask.utils import funcname, parse_timedelta
+from distributed import Client, Future, get_client
+
+from daskgen import _compat, _config
+from daskgen.exceptions import (
+    GeneratorCancelledError,
+    InvalidStateError,
+    StreamTimeoutError,
+)
+from daskgen.scheduler import ANNOTATION, GeneratorSchedulerPlugin
+from daskgen.worker import run_driver
+
+if TYPE_CHECKING:
+    pass
+
+NumReturns: TypeAlias = "int | Literal['streaming', 'dynamic'] | None"
+Timeout: TypeAlias = "float | str | timedelta | None"
+
+_installed: dict[str, bool] = {}
+_streams: dict[str, dict[str, _StreamState]] = {}
+_lock = threading.Lock()
+
+
+# ----------------------------------------------------------------- installation
+
+
+def install(client: Client | None = None) -> Any:
+    """Install daskgen's scheduler and worker plugins on ``client``'s cluster.
+
+    ``submit`` does this on first use with a synchronous client; an
+    asynchronous client must await it once (``await daskgen.install(client)``).
+    Installing twice is harmless.
+
+    Examples
+    --------
+    >>> client = Client(LocalCluster())  # doctest: +SKIP
+    >>> daskgen.install(client)  # doctest: +SKIP
+    """
+    client = client or _default_client()
+    if client.asynchronous:
+        return _install_async(client)
+    if not _installed.get(client.id):
+        client.register_plugin(GeneratorSchedulerPlugin(), name="daskgen")
+        _setup_client(client)
+    return None
+
+
+async def _install_async(client: Client) -> None:
+    if not _installed.get(client.id):
+        await client.register_plugin(GeneratorSchedulerPlugin(), name="daskgen")
+        _setup_client(client)
+
+
+def _setup_client(client: Client) -> None:
+    _compat.register_client_handler(client, "daskgen-items", _make_items_handler(client))
+    client.subscribe_topic(f"daskgen-print-{client.id}", _print_event)
+    _installed[client.id] = True
+
+
+def _print_event(event: tuple[float, dict[str, Any]]) -> None:
+    _, msg = event
+    prefix = f"({msg['name']} pid={msg['pid']}) "
+    text = "".join(prefix + line for line in msg["text"].splitlines(keepends=True))
+    builtins.print(text, end="", file=sys.stderr if msg.get("stderr") else sys.stdout)
+
+
+def _default_client() -> Client:
+    try:
+        return get_client()
+    except ValueError:
+        raise ValueError(
+            "daskgen needs a Dask client, and none is running. Start one first:\n"
+            "    from distributed import Client, LocalCluster\n"
+            "    client = Client(LocalCluster())\n"
+            "or pass client= to daskgen.submit."
+        ) from None
+
+
+# -------------------------------------------------------------------- validation
+
+
+def _is_generator_function(func: Any) -> bool:
+    while isinstance(func, functools.partial):
+        func = func.func
+    func = inspect.unwrap(func)
+    if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+        return True
+    call = getattr(type(func), "__call__", None)
+    if not inspect.isfunction(func) and call is not None:
+        return inspect.isgeneratorfunction(call) or inspect.isasyncgenfunction(call)
+    return False
+
+
+def _check(
+    func: Any,
+    num_returns: Any,
+    backpressure: Any,
+    max_retries: Any,
+    retry_exceptions: Any,
+) -> str:
+    """Validate the options of a call; return its mode."""
+    if not callable(func):
+        raise TypeError(
+            f"daskgen.submit needs a callable, got {type(func).__name__} {func!r}. "
+            "Pass the function itself: daskgen.submit(produce, 10)."
+        )
+    is_gen = _is_generator_function(func)
+    ok = num_returns in (None, "streaming", "dynamic") or (
+        isinstance(num_returns, int)
+        and not isinstance(num_returns, bool)
+        and num_returns >= 0
+    )
+    if not ok:
+        raise ValueError(
+            f"num_returns={num_returns!r} is not valid. Use None (the default), "
+            "'streaming', 'dynamic', or an int >= 0, e.g. num_returns=3."
+        )
+    if num_returns in ("streaming", "dynamic") and not is_gen:
+        raise ValueError(
+            f"num_returns={num_returns!r} needs a generator function, and "
+            f"{funcname(func)!r} is not one. Make it yield its values, or pass "
+            "num_returns=N if it returns a sequence of N values."
+        )
+    mode = (
+        "streaming"
+        if num_returns in (None, "streaming") and is_gen
+        else "dynamic"
+        if num_returns == "dynamic"
+        else "plain"
+        if num_returns is None
+        else "static"
+    )
+    if backpressure is not None:
+        if (
+            not isinstance(backpressure, int)
+            or isinstance(backpressure, bool)
+            or backpressure <= 0
+        ):
+            raise ValueError(
+                f"backpressure={backpressure!r} is not valid: it is how many items "
+                "the generator may run ahead of the consumer, an int >= 1, e.g. "
+                "backpressure=4."
+            )
+        if mode != "streaming":
+            raise ValueError(
+                "backpressure only applies to streaming calls (a generator function "
+                f"with num_returns=None or 'streaming'), not num_returns={num_returns!r}."
+            )
+    if max_retries is not None and (
+        not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0
+    ):
+        raise ValueError(
+            f"max_retries={max_retries!r} is not valid: use an int >= 0, e.g. "
+            "max_retries=0 to fail on the first worker death."
+        )
+    if not isinstance(retry_exceptions, bool):
+        types = (
+            retry_exceptions
+            if isinstance(retry_exceptions, (list, tuple))
+            else [retry_exceptions]
+        )
+        if not types or not all(
+            isinstance(t, type) and issubclass(t, BaseException) for t in types
+        ):
+            raise ValueError(
+                f"retry_exceptions={retry_exceptions!r} is not valid: use True, "
+                "False, or a list of exception classes, e.g. [ConnectionError]."
+            )
+    return mode
+
+
+# ------------------------------------------------------------------------ submit
+
+
+def submit(
+    func: Callable[..., Any],
+    *args: Any,
+    num_returns: NumReturns = None,
+    client: Client | None = None,
+    key: str | None = None,
+    workers: str | Sequence[str] | None = None,
+    resources: dict[str, float] | None = None,
+    priority: int = 0,
+    allow_other_workers: bool = False,
+    max_retries: int | None = None,
+    retry_exceptions: bool | Sequence[type[BaseException]] = False,
+    backpressure: int | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Run ``func(*args, **kwargs)`` on the cluster; each yield becomes a Future.
+
+    Parameters
+    ----------
+    func : callable
+        A generator function (``def f(): yield ...``), an async generator
+        function, or a plain function (which must return a sequence of
+        ``num_returns`` values when ``num_returns`` is an int).
+    *args, **kwargs
+        Arguments of ``func``; Futures among them are resolved first, as with
+        ``client.submit``.
+    num_returns : None, int, 'streaming' or 'dynamic'
+        ``None``: a :class:`FutureGenerator` for a generator function, one
+        Future for a plain function. ``'streaming'``: a
+        :class:`FutureGenerator`. ``'dynamic'``: one :class:`DynamicFuture`
+        whose result is the list of item Futures. An int ``N``: a list of N
+        Futures made at once (one Future for N == 1, None for N == 0), each
+        ready as soon as its value is yielded.
+    client : Client, optional
+        Defaults to the current client (``distributed.get_client()``).
+    key : str, optional
+        Name of the call; the items are ``(key, i)``. Defaults to
+        ``<function name>-<random token>``.
+    workers, resources, priority, allow_other_workers
+        As in ``client.submit``, for the task that runs the generator.
+    max_retries : int, optional
+        How many times the generator is re-run after its worker died (default
+        ``daskgen.max-retries``, 3). Already delivered items are not repeated.
+    retry_exceptions : bool or list of exception classes
+        Also re-run the generator when it raises (all exceptions, or these).
+    backpressure : int, optional
+        Streaming only: the generator never runs more than this many items
+        ahead of what the consumer has taken with ``next()``.
+
+    Examples
+    --------
+    >>> def produce(n):
+    ...     for i in range(n):
+    ...         yield i * 10
+    >>> a, b, c = daskgen.submit(produce, 3, num_returns=3)  # doctest: +SKIP
+    >>> a.result()  # doctest: +SKIP
+    0
+    >>> [f.result() for f in daskgen.submit(produce, 3)]  # doctest: +SKIP
+    [0, 10, 20]
+    """
+    mode = _check(func, num_returns, backpressure, max_retries, retry_exceptions)
+    client = client or _default_client()
+    max_retries = _config.get("max-retries", max_retries)
+    if client.asynchronous and not _installed.get(client.id):
+        raise InvalidStateError(
+            "daskgen's plugins are not installed on this asynchronous client's "
+            "cluster yet. Run `await daskgen.install(client)` once before submitting."
+        )
+    install(client)
+    name = funcname(func)
+    token = uuid.uuid4().hex
+    if key is not None and not isinstance(key, str):
+        raise TypeError(f"key must be a str, got {type(key).__name__}: {key!r}")
+    prefix = key or f"{name}-{token}"
+    driver_key = f"{prefix}-generator" if key else f"{name}-generator-{token}"
+    gen_id = token
+    n = num_returns if isinstance(num_returns, int) else None
+    meta = {
+        "gen_id": gen_id,
+        "prefix": prefix,
+        "mode": mode,
+        "num_returns": n,
+        "backpressure": backpressure,
+        "max_retries": max_retries,
+        "name": name,
+        "client": client.id,
+    }
+    submit_kwargs: dict[str, Any] = dict(
+        workers=workers,
+        resources=resources,
+        priority=priority,
+        allow_other_workers=allow_other_workers,
+        retries=max_retries if retry_exceptions else None,
+        pure=False,
+    )
+    if mode == "plain":
+        with dask.annotate(**{ANNOTATION: meta}):
+            return client.submit(func, *args, key=key, **submit_kwargs, **kwargs)
+    task_meta = dict(meta, retry_exceptions=_retry_spec(retry_exceptions))
+    state = None
+    if mode in ("streaming", "dynamic"):
+        state = _StreamState(client, gen_id, prefix)
+        with _lock:
+            _streams.setdefault(client.id, {})[gen_id] = state
+    with dask.annotate(**{ANNOTATION: meta}):
+        driver = client.submit(
+            run_driver, func, list(args), kwargs, task_meta, key=driver_key, **submit_kwargs
+        )
+    if mode == "streaming":
+        assert state is not None
+        return FutureGenerator(state, driver, name, backpressure)
+    if mode == "dynamic":
+        assert state is not None
+        return DynamicFuture(driver.key, client, stream=state, _driver=driver)
+    assert n is not None
+    items = [Future((prefix, i), client) for i in range(n)]
+    del driver  # the scheduler keeps the driver running for us
+    if n == 0:
+        return None
+    if n == 1:
+        return items[0]
+    return items
+
+
+def _retry_spec(r: Any) -> bool | tuple[type[BaseException], ...]:
+    if isinstance(r, bool):
+        return r
+    return tuple(r) if isinstance(r, (list, tuple)) else (r,)
+
+
+# ------------------------------------------------------------------------ remote
+
+
+class RemoteFunction:
+    """A function wrapped by :func:`remote`: call ``.remote(...)`` to submit it.
+
+    Examples
+    --------
+    >>> @daskgen.remote(num_returns=2)
+    ... def pair():
+    ...     yield 1
+    ...     yield 2
+    >>> a, b = pair.remote()  # doctest: +SKIP
+    >>> three = pair.options(num_returns=3)  # doctest: +SKIP
+    """
+
+    def __init__(self, func: Callable[..., Any], **options: Any) -> None:
+        if not callable(func):
+            raise TypeError(
+                f"@daskgen.remote needs a function, got {type(func).__name__}."
+            )
+        _check(
+            func,
+            options.get("num_returns"),
+            options.get("backpressure"),
+            options.get("max_retries"),
+            options.get("retry_exceptions", False),
+        )
+        self._func = func
+        self._options = options
+        functools.update_wrapper(self, func)
+
+    def options(self, **overrides: Any) -> RemoteFunction:
+        """A new RemoteFunction with some submit options replaced."""
+        unknown = set(overrides) - _SUBMIT_OPTIONS
+        if unknown:
+            raise TypeError(
+                f"unknown option(s) {sorted(unknown)}; valid options are "
+                f"{sorted(_SUBMIT_OPTIONS)}"
+            )
+        return RemoteFunction(self._func, **{**self._options, **overrides})
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        """Submit the function; returns what :func:`submit` returns."""
+        return submit(self._func, *args, **self._options, **kwargs)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"Remote function {funcname(self._func)!r} cannot be called directly. "
+            f"Use {funcname(self._func)}.remote(...) to run it on the cluster."
+        )
+
+    def __repr__(self) -> str:
+        return f"<daskgen.RemoteFunction {funcname(self._func)} {self._options}>"
+
+
+_SUBMIT_OPTIONS = {
+    "num_returns",
+    "client",
+    "key",
+    "workers",
+    "resources",
+    "priority",
+    "allow_other_workers",
+    "max_retries",
+    "retry_exceptions",
+    "backpressure",
+}
+
+
+def remote(func: Callable[..., Any] | None = None, **options: Any) -> Any:
+    """Decorator, Ray style: ``@daskgen.remote`` or ``@daskgen.remote(num_returns=3)``.
+
+    Examples
+    --------
+    >>> @daskgen.remote
+    ... def produce(n):
+    ...     yield from range(n)
+    >>> for f in produce.remote(3):  # doctest: +SKIP
+    ...     print(f.result())
+    """
+    unknown = set(options) - _SUBMIT_OPTIONS
+    if unknown:
+        raise TypeError(
+            f"unknown option(s) {sorted(unknown)} for @daskgen.remote; valid "
+            f"options are {sorted(_SUBMIT_OPTIONS)}"
+        )
+    if func is None:
+        return lambda f: RemoteFunction(f, **options)
+    return RemoteFunction(func, **options)
+
+
+# ------------------------------------------------------------------ stream state
+
+
+class _StreamState:
+    """Client-side record of a streaming or dynamic call (lives on the client)."""
+
+    def __init__(self, client: Client, gen_id: str, prefix: str) -> None:
+        self.client = client
+        self.gen_id = gen_id
+        self.prefix = prefix
+        self.produced = 0
+        self.futures: dict[int, Future] = {}
+        self.end: str | None = None
+        self.abandoned = False
+        self.changed: asyncio.Event | None = None
+
+    def event(self) -> asyncio.Event:
+        if self.changed is None:
+            self.changed = asyncio.Event()
+        return self.changed
+
+    def on_items(self, produced: int, end: str | None) -> None:
+        keys = []
+        for i in range(self.produced, produced):
+            key = (self.prefix, i)
+            if self.abandoned:
+                keys.append(key)
+            else:
+                self.futures[i] = Future(key, self.client)
+        self.produced = max(self.produced, produced)
+        if keys:  # the handle is gone: nobody will take these
+            _compat.send_to_scheduler(
+                self.client,
+                {"op": "client-releases-keys", "keys": keys, "client": self.client.id},
+            )
+        if end is not None:
+            self.end = end
+            self.forget()
+        if self.changed is not None:
+            self.changed.set()
+
+    def forget(self) -> None:
+        with _lock:
+            streams = _streams.get(self.client.id)
+            if streams is not None and streams.get(self.gen_id) is self:
+                del streams[self.gen_id]
+
+    def abandon(self) -> None:
+        """The handle was dropped: free what it did not take, and what comes."""
+        self.abandoned = True
+        self.futures.clear()
+        if self.end is None and self.client.status == "running":
+            _compat.send_to_scheduler(
+                self.client, {"op": "daskgen-abandon", "gen_id": self.gen_id}
+            )
+
+
+def _make_items_handler(client: Client) -> Callable[..., None]:
+    cid = client.id
+
+    def handler(gen_id: str, produced: int, end: str | None = None) -> None:
+        state = _streams.get(cid, {}).get(gen_id)
+        if state is None:
+            return
+        state.on_items(produced, end)
+
+    return handler
+
+
+# --------------------------------------------------------------- FutureGenerator
+
+
+class StreamStatus(Enum):
+    """Lifecycle of a :class:`FutureGenerator`."""
+
+    running = "running"
+    finished = "finished"
+    cancelled = "cancelled"
+
+
+class FutureGenerator:
+    """The Futures of a streaming generator call, in index order.
+
+    Iterate with ``for`` (synchronous client) or ``async for`` (asynchronous
+    client); each step returns the next item's ``distributed.Future`` as soon
+    as the generator has yielded it. When the generator raises, one more
+    Future is returned that raises the same exception, then iteration stops.
+    When the call fails for a system reason (its worker died more often than
+    ``max_retries`` allows: ``KilledWorker``) or is cancelled, ``next`` raises
+    that error once the items yielded before it have been returned.
+
+    Not picklable: it is bound to the client that submitted the call.
+    Dropping it frees the items it has not returned; the generator still runs
+    to its end (Ray semantics), unless :meth:`cancel` is called.
+
+    Examples
+    --------
+    >>> gen = daskgen.submit(produce, 3)  # doctest: +SKIP
+    >>> for fut in gen:  # doctest: +SKIP
+    ...     print(fut.result())
+    """
+
+    def __init__(
+        self,
+        state: _StreamState,
+        driver: Future,
+        name: str,
+        backpressure: int | None,
+    ) -> None:
+        self._state = state
+        self._driver = driver
+        self._client = state.client
+        self._name = name
+        self._backpressure = backpressure
+        self._index = 0
+        self._status = StreamStatus.running
+        self._raised = False
+        weakref.finalize(self, state.abandon)
+
+    # ---------------------------------------------------------------- public
+
+    @property
+    def key(self) -> Any:
+        """Key of the task that runs the generator."""
+        return self._driver.key
+
+    @property
+    def status(self) -> StreamStatus:
+        return self._status
+
+    def completed(self) -> Future:
+        """A Future that is done when the generator task has ended.
+
+        Its result is ``None``. It raises if the task failed for a system
+        reason (e.g. ``KilledWorker``) or was cancelled; an exception raised
+        by the generator itself is delivered as an item instead.
+        """
+        return self._driver
+
+    def is_finished(self) -> bool:
+        """True once the generator task has ended and every item was returned."""
+        return self._state.end is not None and self._index >= self._state.produced
+
+    def next_ready(self) -> bool:
+        """True if ``next`` would return at once (an item is ready, or the end)."""
+        return self._index < self._state.produced or self._state.end is not None
+
+    def cancel(self) -> None:
+        """Stop the generator at its next yield (its ``finally`` blocks run).
+
+        Items already returned stay valid; ``next`` raises
+        :class:`~daskgen.GeneratorCancelledError` from now on.
+        """
+        if self._status is StreamStatus.running:
+            self._status = StreamStatus.cancelled
+            _compat.send_to_scheduler(
+                self._client, {"op": "daskgen-cancel", "gen_id": self._state.gen_id}
+            )
+
+    def next(self, timeout: Timeout = None) -> Any:
+        """The next item's Future, waiting at most ``timeout``.
+
+        Parameters
+        ----------
+        timeout : number or string or timedelta, optional
+            Time in seconds after which to raise
+            :class:`~daskgen.StreamTimeoutError` (a ``TimeoutError``).
+        """
+        return self._client.sync(self._next, timeout=parse_timedelta(timeout))
+
+    # ------------------------------------------------------------- protocols
+
+    def __iter__(self) -> Iterator[Future]:
+        if self._client.asynchronous:
+            raise InvalidStateError(
+                "this FutureGenerator belongs to an asynchronous client: use "
+                "`async for fut in gen`."
+            )
+        return self
+
+    def __next__(self) -> Future:
+        if self._client.asynchronous:
+            raise InvalidStateError(
+                "this FutureGenerator belongs to an asynchronous client: use "
+                "`await gen.__anext__()` or `async for`."
+            )
+        try:
+            return self._client.sync(self._next, timeout=None)  # type: ignore[no-any-return]
+        except StopAsyncIteration:
+            raise StopIteration from None
+
+    def __aiter__(self) -> AsyncIterator[Future]:
+        if not self._client.asynchronous:
+            raise InvalidStateError(
+                "async iteration needs an asynchronous client "
+                "(Client(asynchronous=True)); use a plain `for` loop here."
+            )
+        return self
+
+    async def __anext__(self) -> Future:
+        if not self._client.asynchronous:
+            raise InvalidStateError(
+                "async iteration needs an asynchronous client; use `for` here."
+            )
+        return await self._next(timeout=None)
+
+    def send(self, value: Any) -> None:
+        raise NotImplementedError("FutureGenerator does not support send().")
+
+    def throw(self, *args: Any) -> None:
+        raise NotImplementedError("FutureGenerator does not support throw().")
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "a FutureGenerator cannot be pickled: it is bound to the client that "
+            "submitted the call and receives its items. Pass the item Futures, "
+            "or a list of them, to other tasks instead."
+        )
+
+    def __repr__(self) -> str:
+        s = self._state
+        return (
+            f"<FutureGenerator {self._name}: {self._status.value}, "
+            f"{self._index} taken of {s.produced} yielded"
+            f"{', ended' if s.end else ''}>"
+        )
+
+    # --------------------------------------------------------------- internal
+
+    async def _next(self, timeout: float | None) -> Future:
+        if self._status is StreamStatus.cancelled:
+            raise GeneratorCancelledError(
+                f"this stream was cancelled; {self._index} items were returned."
+            )
+        s = self._state
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        while True:
+            if self._index < s.produced:
+                fut = s.futures.pop(self._index)
+                self._index += 1
+                _compat.send_to_scheduler(
+                    self._client,
+                    {"op": "daskgen-take", "gen_id": s.gen_id, "taken": self._index},
+                )
+                return fut
+            if s.end is not None:
+                self._status = StreamStatus.finished
+                if s.end == "erred" and not self._raised:
+                    self._raised = True
+                    raise await _driver_error(self._driver)
+                raise StopAsyncIteration
+            event = s.event()
+            event.clear()
+            remaining = None
+            if deadline is not None:
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    raise StreamTimeoutError(
+                        f"no item {self._index} of {self._name!r} within {timeout} s"
+                    )
+            try:
+                await asyncio.wait_for(event.wait(), remaining)
+            except asyncio.TimeoutError:
+                continue
+
+
+async def _driver_error(driver: Future) -> BaseException:
+    """The exception of a driver task that erred or was cancelled."""
+    st = await _compat.future_done(driver)
+    if st.status == "error":
+        exc: BaseException = st.exception
+        if st.traceback is not None:
+            exc = exc.with_traceback(st.traceback)
+        return exc
+    return GeneratorCancelledError(f"generator task {driver.key!r} was cancelled")
+
+
+# ----------------------------------------------------------------- DynamicFuture
+
+
+class DynamicFuture(Future):  # type: ignore[misc]
+    """The one Future of a ``num_returns='dynamic'`` call.
+
+    Its :meth:`result` is the list of item Futures, once the generator has
+    ended; it raises the generator's exception if it raised. Dropping or
+    cancelling it stops the generator (nobody could get its items).
+
+    Examples
+    --------
+    >>> ref = daskgen.submit(produce, 3, num_returns="dynamic")  # doctest: +SKIP
+    >>> [f.result() for f in ref.result()]  # doctest: +SKIP
+    [0, 10, 20]
+    """
+
+    def __init__(
+        self,
+        key: Any,
+        client: Client,
+        *,
+        stream: _StreamState,
+        _driver: Future,
+    ) -> None:
+        super().__init__(key, client)
+        self._stream = stream
+        self._keep = _driver
+
+    def result(self, timeout: Timeout = None) -> Any:  # type: ignore[override]
+        """The list of item Futures (waits for the generator to end)."""
+        return self.client.sync(self._items, callback_timeout=parse_timedelta(timeout))
+
+    async def _items(self) -> list[Future]:
+        st = await _compat.future_done(self._keep)
+        if st.status == "error":
+            raise await _driver_error(self._keep)
+        if st.status == "cancelled":
+            raise GeneratorCancelledError(f"dynamic call {self.key!r} was cancelled")
+        s = self._stream
+        while s.end is None:  # the end notification precedes key-in-memory
+            await s.event().wait()
+            s.event().clear()
+        return [s.futures[i] for i in range(s.produced)]
+
+    def cancel(self, reason: str | None = None, msg: str | None = None) -> Any:
+        """Stop the generator at its next yield."""
+        _compat.send_to_scheduler(
+            self.client, {"op": "daskgen-cancel", "gen_id": self._stream.gen_id}
+        )
+        return None
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "a DynamicFuture cannot be pickled: pass the item Futures of its "
+            "result() to other tasks instead."
+        )

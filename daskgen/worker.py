@@ -1,0 +1,454 @@
+"""The worker half of daskgen: the driver task that runs a generator.
+
+The driver is an ordinary Dask task. It secedes from the worker's thread pool
+(so a generator paused by backpressure holds no thread slot), runs the user's
+generator in its own thread, and for each yield:
+
+1. puts the value into the worker's own data, without a copy or serialization
+   (the same path as a local ``scatter``), so Dask's spilling applies to it;
+2. queues a small notification (index, size, type) that the worker's event loop
+   sends to the scheduler in batches, one RPC in flight at a time.
+
+The scheduler replies with the items nobody wants any more (freed here), a
+backpressure limit, and whether to stop (the call was cancelled).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import logging
+import os
+import threading
+import time
+import traceback as tb_module
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from distributed import get_worker, secede
+from distributed.diagnostics.plugin import WorkerPlugin
+from distributed.protocol import pickle
+
+from daskgen import _compat, _config
+from daskgen.exceptions import (
+    GeneratorCancelledError,
+    NumReturnsError,
+    ReplayInconsistentError,
+)
+
+if TYPE_CHECKING:
+    from distributed import Worker
+
+logger = logging.getLogger(__name__)
+
+PLUGIN_NAME = "daskgen"
+
+
+@dataclass(frozen=True)
+class CallInfo:
+    """Who runs the current generator, for ``daskgen.print``."""
+
+    name: str
+    client: str
+    pid: int
+
+
+current_call: contextvars.ContextVar[CallInfo | None] = contextvars.ContextVar(
+    "daskgen_current_call", default=None
+)
+
+
+class GeneratorWorkerPlugin(WorkerPlugin):
+    """Worker plugin holding the drivers that run on this worker."""
+
+    name = PLUGIN_NAME
+    idempotent = True
+
+    def __init__(self) -> None:
+        self.worker: Worker | None = None
+        self.drivers: dict[str, Driver] = {}
+
+    def setup(self, worker: Worker) -> None:
+        self.worker = worker
+        worker.extensions["daskgen"] = self
+        worker.stream_handlers.update(
+            {"daskgen-stop": self.handle_stop, "daskgen-limit": self.handle_limit}
+        )
+
+    def teardown(self, worker: Worker) -> None:
+        for d in list(self.drivers.values()):
+            d.set_stop()
+
+    def handle_stop(self, gen_id: str) -> None:
+        d = self.drivers.get(gen_id)
+        if d is not None:
+            d.set_stop()
+
+    def handle_limit(self, gen_id: str, limit: int | None) -> None:
+        d = self.drivers.get(gen_id)
+        if d is not None:
+            d.set_limit(limit)
+
+
+def _plugin(worker: Worker) -> GeneratorWorkerPlugin:
+    ext = worker.extensions.get("daskgen")
+    if ext is None:  # plugin not yet delivered to this worker
+        ext = GeneratorWorkerPlugin()
+        ext.setup(worker)
+    assert isinstance(ext, GeneratorWorkerPlugin)
+    return ext
+
+
+class _Stop(Exception):
+    pass
+
+
+class Driver:
+    """Runs one attempt of one generator call in a seceded task thread."""
+
+    def __init__(self, worker: Worker, key: Any, meta: dict[str, Any]) -> None:
+        self.worker = worker
+        self.key = key
+        self.gen_id: str = meta["gen_id"]
+        self.prefix: str = meta["prefix"]
+        self.mode: str = meta["mode"]
+        self.num_returns: int | None = meta.get("num_returns")
+        self.retry_exceptions: bool | tuple[type[BaseException], ...] = meta[
+            "retry_exceptions"
+        ]
+        self.batch_size: int = _config.get("batch-size")
+        self.run_id = _compat.driver_run_id(worker, key)
+        self.cond = threading.Condition()
+        self.outbox: list[tuple[int, Any]] = []
+        self.scheduled = False
+        self.notes: list[tuple[int, int, bytes | None, str]] = []
+        self.held: tuple[int, int, bytes | None, str] | None = None
+        self.inflight = False
+        self.stop = False
+        self.limit: int | None = meta.get("backpressure")
+        self.error: str | None = None
+        self.end: dict[str, Any] | None = None
+        self.final: dict[str, Any] | None = None
+        self.done = threading.Event()
+        self.types: dict[type, tuple[bytes | None, str]] = {}
+
+    # ------------------------------------------------------------ thread side
+
+    def set_stop(self) -> None:
+        with self.cond:
+            self.stop = True
+            self.cond.notify_all()
+
+    def set_limit(self, limit: int | None) -> None:
+        with self.cond:
+            self.limit = limit
+            self.cond.notify_all()
+
+    def _stopped(self) -> bool:
+        return (
+            self.stop
+            or self.error is not None
+            or _compat.worker_task_state(self.worker, self.key) == "cancelled"
+        )
+
+    def _wait_allowed(self, i: int) -> None:
+        with self.cond:
+            while (
+                not self.stop and self.limit is not None and i >= self.limit
+            ):  # paused by backpressure; seceded, so no thread slot is held
+                self.cond.wait()
+        if self._stopped():
+            raise _Stop
+
+    def _publish(self, i: int, value: Any) -> None:
+        with self.cond:
+            self.outbox.append((i, value))
+            wake = not self.scheduled
+            self.scheduled = True
+        if wake:
+            self.worker.loop.add_callback(self._pump)
+
+    def run(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: Any) -> Any:
+        step, close = _iterate(func, args, kwargs, self.mode)
+        i = 0
+        error: BaseException | None = None
+        try:
+            while True:
+                self._wait_allowed(i)
+                try:
+                    value = step()
+                except StopIteration:
+                    break
+                if self.num_returns is not None and i >= self.num_returns:
+                    del value
+                    raise NumReturnsError(
+                        f"the generator yielded more than num_returns="
+                        f"{self.num_returns} values. Pass a larger num_returns, "
+                        "or use num_returns='streaming' or 'dynamic' when the "
+                        "count is not known in advance."
+                    )
+                self._publish(i, value)
+                del value
+                i += 1
+        except _Stop:
+            error = GeneratorCancelledError(
+                f"generator call {self.gen_id} was cancelled after {i} items"
+            )
+        except BaseException as e:
+            error = e
+        finally:
+            close()
+        if error is None and self.num_returns is not None and i < self.num_returns:
+            error = NumReturnsError(
+                f"the task yielded {i} values, but num_returns={self.num_returns}. "
+                "Pass num_returns equal to the number of values it yields, or use "
+                "num_returns='streaming' or 'dynamic'."
+            )
+        end: dict[str, Any] = {"count": i}
+        if error is not None:
+            end.update(_error_payload(error))
+            end["retryable"] = self._retryable(error)
+            end["cancelled"] = isinstance(error, GeneratorCancelledError)
+        if self.error is not None:
+            end = {"count": i, "replay": True}
+        self._finish(end)
+        assert self.final is not None
+        if self.final.get("error") or self.error:
+            raise ReplayInconsistentError(self.final.get("error") or self.error)
+        if error is not None and (self.final.get("raise") or "raise" not in self.final):
+            raise error
+        return None
+
+    def _retryable(self, e: BaseException) -> bool:
+        if isinstance(e, (GeneratorCancelledError, NumReturnsError)):
+            return False
+        r = self.retry_exceptions
+        if r is True:
+            return isinstance(e, Exception)
+        if not r:
+            return False
+        return isinstance(e, r)
+
+    def _finish(self, end: dict[str, Any]) -> None:
+        with self.cond:
+            self.end = end
+            wake = not self.scheduled
+            self.scheduled = True
+        if wake:
+            self.worker.loop.add_callback(self._pump)
+        while not self.done.wait(1.0):
+            if self.worker.status.name not in ("running", "paused", "init"):
+                self.final = {"raise": True}
+                return
+
+    # -------------------------------------------------------- event loop side
+
+    def _pump(self) -> None:
+        with self.cond:
+            batch, self.outbox = self.outbox, []
+            self.scheduled = False
+            end = self.end
+        if batch:
+            data: dict[Any, Any] = {}
+            for i, value in batch:
+                key = (self.prefix, i)
+                if _compat.worker_task_state(self.worker, key) is None:
+                    data[key] = value
+            if data:
+                _compat.store_local(
+                    self.worker, data, stimulus_id=f"daskgen-store-{time.time()}"
+                )
+            for i, value in batch:
+                typ = type(value)
+                t = self.types.get(typ)
+                if t is None:
+                    try:
+                        t = (pickle.dumps(typ), _typename(typ))
+                    except Exception:
+                        t = (None, _typename(typ))
+                    self.types[typ] = t
+                ts = self.worker.state.tasks.get((self.prefix, i))
+                nbytes = ts.nbytes if ts is not None and ts.nbytes else 0
+                note = (i, nbytes, t[0], t[1])
+                if self.num_returns is not None and i == self.num_returns - 1:
+                    self.held = note  # released with the end: see docs/semantics.md
+                else:
+                    self.notes.append(note)
+            del data, batch, value
+        if end is not None and self.held is not None and "error" not in end:
+            self.notes.append(self.held)
+            self.held = None
+        if not self.inflight and (self.notes or (end is not None and not self.done.is_set())):
+            self.inflight = True
+            asyncio.ensure_future(self._send())
+
+    async def _send(self) -> None:
+        try:
+            while True:
+                with self.cond:
+                    end = self.end
+                notes = self.notes[: self.batch_size]
+                del self.notes[: self.batch_size]
+                last = end if not self.notes and end is not None else None
+                if not notes and last is None:
+                    break
+                if last is not None and self.held is not None:
+                    self._drop([self.held[0]])
+                    self.held = None
+                reply = await self.worker.scheduler.daskgen_produced(
+                    gen_id=self.gen_id,
+                    run_id=self.run_id,
+                    worker=self.worker.address,
+                    items=notes,
+                    end=last,
+                )
+                self._handle_reply(reply)
+                if last is not None:
+                    self.final = reply
+                    self.done.set()
+                    break
+        except Exception as e:  # scheduler gone, or a bug: stop the generator
+            logger.warning("daskgen driver %s lost the scheduler: %r", self.key, e)
+            self.final = {"raise": True}
+            self.set_stop()
+            self.done.set()
+        finally:
+            self.inflight = False
+        if self.notes or (self.end is not None and not self.done.is_set()):
+            self._pump()
+
+    def _handle_reply(self, reply: dict[str, Any]) -> None:
+        if reply.get("drop"):
+            self._drop(reply["drop"])
+        if reply.get("error") and self.error is None:
+            self.error = reply["error"]
+        with self.cond:
+            if reply.get("stop"):
+                self.stop = True
+            if self.limit is not None or reply.get("limit") is not None:
+                self.limit = reply.get("limit")
+            self.cond.notify_all()
+
+    def _drop(self, indices: list[int]) -> None:
+        keys = [(self.prefix, i) for i in indices]
+        keys = [k for k in keys if _compat.worker_task_state(self.worker, k) == "memory"]
+        if keys:
+            _compat.free_local(self.worker, keys, f"daskgen-drop-{time.time()}")
+
+
+def _typename(typ: type) -> str:
+    return f"{typ.__module__}.{typ.__qualname__}"
+
+
+def _error_payload(e: BaseException) -> dict[str, Any]:
+    try:
+        exc = pickle.dumps(e)
+        pickle.loads(exc)
+    except Exception:
+        exc = pickle.dumps(Exception(repr(e)))
+    tb = e.__traceback__
+    tb_text = "".join(tb_module.format_tb(tb))
+    try:
+        tbb: bytes | None = pickle.dumps(tb)
+    except Exception:
+        tbb = None
+    return {
+        "error": {"exception": exc, "traceback": tbb},
+        "text": f"{type(e).__name__}: {e}",
+        "traceback_text": tb_text,
+    }
+
+
+def _iterate(
+    func: Callable[..., Any], args: tuple[Any, ...], kwargs: Any, mode: str
+) -> tuple[Callable[[], Any], Callable[[], None]]:
+    """Return ``(step, close)`` for a generator, async generator or plain function."""
+    if inspect.isasyncgenfunction(func):
+        loop = asyncio.new_event_loop()
+        agen = func(*args, **kwargs)
+
+        def astep() -> Any:
+            try:
+                return loop.run_until_complete(agen.__anext__())
+            except StopAsyncIteration:
+                raise StopIteration from None
+
+        def aclose() -> None:
+            try:
+                loop.run_until_complete(agen.aclose())
+            finally:
+                loop.close()
+
+        return astep, aclose
+    result = func(*args, **kwargs)
+    if inspect.isgenerator(result):
+        return result.__next__, result.close
+    # A plain function with num_returns=N: split the sequence it returned.
+    try:
+        n = len(result)
+        it: Iterator[Any] = iter(result)
+    except TypeError:
+        raise NumReturnsError(
+            f"{getattr(func, '__name__', func)!r} returned a {type(result).__name__}, "
+            "not a sequence, so it cannot be split into num_returns values. Return "
+            "a list or tuple, or make the function a generator."
+        ) from None
+    del result, n
+    return it.__next__, lambda: None
+
+
+def run_driver(
+    func: Callable[..., Any], args: tuple[Any, ...], kwargs: Any, meta: dict[str, Any]
+) -> None:
+    """The driver task's function (what a daskgen call's driver key runs)."""
+    worker = get_worker()
+    key = worker.get_current_task()
+    secede()
+    plugin = _plugin(worker)
+    driver = Driver(worker, key, meta)
+    plugin.drivers[driver.gen_id] = driver
+    token = current_call.set(
+        CallInfo(name=meta["name"], client=meta["client"], pid=os.getpid())
+    )
+    try:
+        return driver.run(func, args, kwargs)
+    finally:
+        current_call.reset(token)
+        if plugin.drivers.get(driver.gen_id) is driver:
+            del plugin.drivers[driver.gen_id]
+
+
+def print(*args: Any, sep: str = " ", end: str = "\n", file: Any = None) -> None:
+    """Print on the caller's console, prefixed like Ray: ``(name pid=123) ...``.
+
+    Inside a daskgen task the text goes only to the client that submitted the
+    call (and to the worker's own stdout); elsewhere this is the built-in print.
+
+    Examples
+    --------
+    >>> def produce(n):
+    ...     for i in range(n):
+    ...         yield i
+    ...         daskgen.print(f"yielded return value {i}")
+    """
+    import builtins
+    import sys
+
+    call = current_call.get()
+    if call is None:
+        builtins.print(*args, sep=sep, end=end, file=file)
+        return
+    text = sep.join(str(a) for a in args) + end
+    builtins.print(text, end="", file=file)
+    worker = get_worker()
+    worker.log_event(
+        f"daskgen-print-{call.client}",
+        {
+            "name": call.name,
+            "pid": call.pid,
+            "text": text,
+            "stderr": file is sys.stderr,
+        },
+    )
