@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import copy
 import functools
 import inspect
 import sys
@@ -258,7 +259,8 @@ def submit(
             "daskgen's plugins are not installed on this asynchronous client's "
             "cluster yet. Run `await daskgen.install(client)` once before submitting."
         )
-    install(client)
+    if not client.asynchronous:
+        install(client)
     name = funcname(func)
     token = uuid.uuid4().hex
     if key is not None and not isinstance(key, str):
@@ -682,7 +684,13 @@ async def _driver_error(driver: Future) -> BaseException:
     """The exception of a driver task that erred or was cancelled."""
     st = await _compat.future_done(driver)
     if st.status == "error":
+        # Raise a copy: raising the stored exception would chain this frame's
+        # traceback (and so the Futures it references) into the client's state.
         exc: BaseException = st.exception
+        try:
+            exc = copy.copy(exc)
+        except Exception:
+            pass
         if st.traceback is not None:
             exc = exc.with_traceback(st.traceback)
         return exc

@@ -1,0 +1,464 @@
+"""Generator tasks: every yield its own caller-owned Future, Ray's num_returns."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import pickle
+import re
+import traceback
+import time
+
+import pytest
+from distributed import Event, Future, as_completed, wait
+from distributed.utils_test import async_poll_for, gen_cluster, inc
+
+import daskgen
+from daskgen.exceptions import (
+    GeneratorCancelledError,
+    InvalidStateError,
+    NumReturnsError,
+    StreamTimeoutError,
+)
+
+
+def produce(n, delay=0.0):
+    for i in range(n):
+        if delay:
+            time.sleep(delay)
+        yield i * 10
+
+
+async def aproduce(n):
+    for i in range(n):
+        await asyncio.sleep(0)
+        yield i * 10
+
+
+def boom(n):
+    for i in range(n):
+        yield i
+    raise ZeroDivisionError("boom after yields")
+
+
+def gated(n, event_name, k):
+    """Yield k items, wait for an Event, then yield the rest."""
+    ev = Event(event_name)
+    for i in range(n):
+        if i == k:
+            ev.wait()
+        yield i
+
+
+def plain(n):
+    return [i + 100 for i in range(n)]
+
+
+async def assert_raises(fut, typ, match):
+    """Check a Future's error without raising it: a raised exception's
+    traceback keeps the Future alive (distributed's behavior too)."""
+    exc = await fut.exception()
+    assert isinstance(exc, typ), exc
+    assert re.search(match, str(exc)), str(exc)
+
+
+async def assert_clean(c, s, *workers):
+    """No daskgen state, keys or pseudo-clients left anywhere."""
+    ext = s.extensions["daskgen"]
+    gc.collect()  # exceptions' tracebacks hold Futures in reference cycles
+    await async_poll_for(
+        lambda: not s.tasks,
+        timeout=5,
+        fail_func=lambda: print({k: (ts.state, ts.who_wants) for k, ts in s.tasks.items()}),
+    )
+    await async_poll_for(lambda: not ext.generators, timeout=5)
+    assert set(s.clients) <= {"fire-and-forget", c.id}
+    for w in workers:
+        await async_poll_for(lambda w=w: not w.data, timeout=5)
+        assert not w.extensions["daskgen"].drivers
+
+
+# ------------------------------------------------------------------ static N
+
+
+@gen_cluster(client=True)
+async def test_static(c, s, a, b):
+    await daskgen.install(c)
+    refs = daskgen.submit(produce, 3, num_returns=3)
+    assert isinstance(refs, list) and len(refs) == 3
+    assert all(type(r) is Future for r in refs)
+    assert await c.gather(refs) == [0, 10, 20]
+    assert [await r for r in refs] == [0, 10, 20]
+    del refs
+    await assert_clean(c, s, a, b)
+
+
+@gen_cluster(client=True)
+async def test_static_one_and_zero(c, s, a, b):
+    await daskgen.install(c)
+    one = daskgen.submit(produce, 1, num_returns=1)
+    assert isinstance(one, Future)
+    assert await one == 0
+    assert daskgen.submit(produce, 0, num_returns=0) is None
+    del one
+    await assert_clean(c, s, a, b)
+
+
+@gen_cluster(client=True)
+async def test_static_item_ready_before_task_ends(c, s, a, b):
+    """Item 0 is ready while the generator is still blocked (Ray waits)."""
+    await daskgen.install(c)
+    ev = Event("go-static")
+    refs = daskgen.submit(gated, 4, "go-static", 1, num_returns=4)
+    assert await refs[0] == 0
+    assert refs[1].status == "pending"
+    gen = s.extensions["daskgen"].by_prefix[refs[0].key[0]]
+    assert gen.state == "running"
+    await ev.set()
+    assert await c.gather(refs) == [0, 1, 2, 3]
+    del refs, gen
+    await assert_clean(c, s, a, b)
+
+
+@gen_cluster(client=True)
+async def test_unproduced_item_as_dependency(c, s, a, b):
+    await daskgen.install(c)
+    ev = Event("go-dep")
+    refs = daskgen.submit(gated, 3, "go-dep", 0, num_returns=3)
+    downstream = c.submit(inc, refs[2])
+    await asyncio.sleep(0.2)
+    assert downstream.status == "pending"
+    await ev.set()
+    assert await downstream == 3
+    del refs, downstream
+    await assert_clean(c, s, a, b)
+
+
+@gen_cluster(client=True)
+async def test_wait_and_as_completed(c, s, a, b):
+    await daskgen.install(c)
+    refs = daskgen.submit(produce, 5, num_returns=5)
+    await wait(refs)
+    assert all(r.done() for r in refs)
+    seen = [await f async for f in as_completed(refs)]
+    assert sorted(seen) == [0, 10, 20, 30, 40]
+    del refs
+    await assert_clean(c, s, a, b)
+
+
+@gen_cluster(client=True)
+async def test_zero_copy(c, s, a, b):
+    """The object yielded is the object in the worker's data: no copy."""
+    await daskgen.install(c)
+
+    def same_object():
+        import numpy as np
+
+        arr = np.ones(1000)
+        yield arr
+        yield id(arr)
+
+    first, ident = daskgen.submit(same_object, num_returns=2)
+    ident = await ident
+    (ws,) = s.tasks[first.key].who_has
+    w = a if a.address == ws.address else b
+    assert id(w.data[first.key]) == ident  # the yielded object itself
+    del first, ident
+    await assert_clean(c, s, a, b)
+
+
+@gen_cluster(client=True)
+async def test_fewer_yields(c, s, a, b):
+    await daskgen.install(c)
+    refs = daskgen.submit(produce, 2, num_returns=4)
+    assert await refs[0] == 0
+    assert await refs[1] == 10
+    for r in refs[2:]:
+        await assert_raises(r, NumReturnsError, "yielded 2 values, but num_returns=4")
+    del refs, r
+    await assert_clean(c, s, a, b)
+
+
+@gen_cluster(client=True)
+async def test_more_yields(c, s, a, b):
+    """Ray only logs extra yields on the worker; daskgen errs the last item."""
+    await daskgen.install(c)
+    refs = daskgen.submit(produce, 3, num_returns=2)
+    assert await refs[0] == 0
+    await assert_raises(refs[1], NumReturnsError, "more than num_returns=2")
+    del refs
+    await assert_clean(c, s, a, b)
+
+
+@gen_cluster(client=True)
+async def test_static_error(c, s, a, b):
+    await daskgen.install(c)
+    refs = daskgen.submit(boom, 2, num_returns=4)
+    assert await c.gather(refs[:2]) == [0, 1]
+    for r in refs[2:]:
+        await assert_raises(r, ZeroDivisionError, "boom after yields")
+        frames = [f.name for f in traceback.extract_tb(await r.traceback())]
+        assert "boom" in frames
+    del refs, r
+    await assert_clean(c, s, a, b)
+
+
+@gen_cluster(client=True)
+async def test_plain_function_num_returns(c, s, a, b):
+    await daskgen.install(c)
+    refs = daskgen.submit(plain, 3, num_returns=3)
+    assert await c.gather(refs) == [100, 101, 102]
+    bad = daskgen.submit(plain, 2, num_returns=3)
+    await assert_raises(bad[2], NumReturnsError, "yielded 2 values, but num_returns=3")
+    one = daskgen.submit(inc, 1)
+    assert await one == 2
+    del refs, bad, one
+    await assert_clean(c, s, a, b)
+
+
+@gen_cluster(client=True)
+async def test_items_group_under_function_name(c, s, a, b):
+    await daskgen.install(c)
+    ev = Event("go-group")
+    refs = daskgen.submit(gated, 3, "go-group", 2, num_returns=3)
+    await wait(refs[:2])
+    assert {ts.prefix.name for ts in s.tasks.values()} == {"gated", "gated-generator"}
+    await ev.set()
+    await wait(refs)
+    del refs
+    await assert_clean(c, s, a, b)
+
+
+# ------------------------------------------------------------------ dynamic
+
+
+@gen_cluster(client=True)
+async def test_dynamic(c, s, a, b):
+    await daskgen.install(c)
+    ref = daskgen.submit(produce, 4, num_returns="dynamic")
+    assert isinstance(ref, daskgen.DynamicFuture)
+    items = await ref.result()
+    assert all(type(f) is Future for f in items)
+    assert await c.gather(items) == [0, 10, 20, 30]
+    assert await c.submit(sum, items) == 60
+    del ref, items
+    await assert_clean(c, s, a, b)
+
+
+@gen_cluster(client=True)
+async def test_dynamic_error(c, s, a, b):
+    await daskgen.install(c)
+    ref = daskgen.submit(boom, 2, num_returns="dynamic")
+    with pytest.raises(ZeroDivisionError, match="boom after yields"):
+        await ref.result()
+    del ref
+    await assert_clean(c, s, a, b)
+
+
+# ---------------------------------------------------------------- streaming
+
+
+@gen_cluster(client=True)
+async def test_streaming_async(c, s, a, b):
+    await daskgen.install(c)
+    gen = daskgen.submit(produce, 5)
+    assert isinstance(gen, daskgen.FutureGenerator)
+    out = [await f async for f in gen]
+    assert out == [0, 10, 20, 30, 40]
+    assert gen.is_finished()
+    assert await gen.completed() is None
+    with pytest.raises(StopAsyncIteration):
+        await gen.__anext__()
+    del gen
+    await assert_clean(c, s, a, b)
+
+
+@gen_cluster(client=True)
+async def test_streaming_error_is_one_more_item(c, s, a, b):
+    await daskgen.install(c)
+    gen = daskgen.submit(boom, 2, num_returns="streaming")
+    futs = [f async for f in gen]
+    assert len(futs) == 3
+    assert await c.gather(futs[:2]) == [0, 1]
+    await assert_raises(futs[2], ZeroDivisionError, "boom after yields")
+    assert await gen.completed() is None  # an application error is an item
+    del gen, futs
+    await assert_clean(c, s, a, b)
+
+
+@gen_cluster(client=True)
+async def test_async_generator_all_modes(c, s, a, b):
+    await daskgen.install(c)
+    assert await c.gather(daskgen.submit(aproduce, 2, num_returns=2)) == [0, 10]
+    assert [await f async for f in daskgen.submit(aproduce, 3)] == [0, 10, 20]
+    assert await c.gather(
+        await daskgen.submit(aproduce, 2, num_returns="dynamic").result()
+    ) == [0, 10]
+    await assert_clean(c, s, a, b)
+
+
+@gen_cluster(client=True)
+async def test_next_timeout_and_ready(c, s, a, b):
+    await daskgen.install(c)
+    ev = Event("go-timeout")
+    gen = daskgen.submit(gated, 3, "go-timeout", 1)
+    assert await (await gen.next(timeout="5s")) == 0
+    assert not gen.next_ready()
+    with pytest.raises(StreamTimeoutError):
+        await gen.next(timeout=0.2)
+    with pytest.raises(TimeoutError):
+        await gen.next(timeout=0.05)
+    await ev.set()
+    rest = [await f async for f in gen]
+    assert await c.gather(rest) == [1, 2]
+    del gen, rest
+    await assert_clean(c, s, a, b)
+
+
+@gen_cluster(client=True)
+async def test_backpressure(c, s, a, b):
+    await daskgen.install(c)
+    gen = daskgen.submit(produce, 20, backpressure=3)
+    ext = s.extensions["daskgen"]
+    await async_poll_for(lambda: ext.generators and next(iter(ext.generators.values())).state == "paused", 5)
+    g = next(iter(ext.generators.values()))
+    await asyncio.sleep(0.2)
+    assert g.produced == 3
+    for taken in range(1, 8):
+        f = await gen.__anext__()
+        assert await f == (taken - 1) * 10
+        await async_poll_for(lambda: g.produced == min(20, taken + 3), 5)
+        await asyncio.sleep(0.05)
+        assert g.produced - taken <= 3
+    assert g.pauses >= 1
+    rest = [await f async for f in gen]
+    assert len(rest) == 13
+    del gen, rest, f, g
+    await assert_clean(c, s, a, b)
+
+
+@gen_cluster(client=True, nthreads=[("", 1)])
+async def test_backpressure_frees_thread_slot(c, s, a):
+    """A paused generator holds no slot: a 1-thread worker runs other tasks."""
+    await daskgen.install(c)
+    gen = daskgen.submit(produce, 10, backpressure=1)
+    first = await gen.__anext__()
+    assert await c.submit(inc, first) == 1
+    assert await c.submit(inc, 41) == 42
+    rest = [await f async for f in gen]
+    assert len(rest) == 9
+    del gen, first, rest
+    await assert_clean(c, s, a)
+
+
+@gen_cluster(client=True)
+async def test_cancel_runs_finally(c, s, a, b):
+    await daskgen.install(c)
+
+    def with_finally(event_name):
+        from distributed import Variable
+
+        try:
+            i = 0
+            while True:
+                yield i
+                i += 1
+                time.sleep(0.01)
+        finally:
+            Variable(event_name).set("closed")
+
+    gen = daskgen.submit(with_finally, "fin-var")
+    first = await gen.__anext__()
+    assert await first == 0
+    gen.cancel()
+    with pytest.raises(GeneratorCancelledError, match="cancelled"):
+        await gen.__anext__()
+    from distributed import Variable
+
+    assert await Variable("fin-var").get(timeout=5) == "closed"
+    await assert_raises(gen.completed(), GeneratorCancelledError, "cancelled")
+    assert await first == 0  # items taken before the cancel stay valid
+    Variable("fin-var").delete()
+    del gen, first
+    await assert_clean(c, s, a, b)
+
+
+@gen_cluster(client=True)
+async def test_cancel_static_items(c, s, a, b):
+    await daskgen.install(c)
+    ev = Event("go-cancel-static")
+    refs = daskgen.submit(gated, 5, "go-cancel-static", 1, num_returns=5)
+    assert await refs[0] == 0
+    ext = s.extensions["daskgen"]
+    (g,) = ext.generators.values()
+    await c.cancel(refs)
+    await async_poll_for(lambda: g.cancelled, timeout=5)
+    await ev.set()
+    await async_poll_for(lambda: not ext.generators, timeout=5)
+    (info,) = ext.history
+    assert info["state"] == "cancelled"
+    assert info["yielded"] < 5  # stopped at the first yield after the cancel
+    del refs, g
+    await assert_clean(c, s, a, b)
+
+
+@gen_cluster(client=True)
+async def test_dropped_items_freed_generator_completes(c, s, a, b):
+    """Ray semantics: dropping every handle frees items; the task still ends."""
+    await daskgen.install(c)
+    from distributed import Variable
+
+    def count_to(n):
+        for i in range(n):
+            yield i
+        Variable("done-var").set(n)
+
+    refs = daskgen.submit(count_to, 5, num_returns=5)
+    del refs
+    assert await Variable("done-var").get(timeout=5) == 5
+    gen = daskgen.submit(count_to, 7)
+    del gen
+    assert await Variable("done-var").get(timeout=5) in (5, 7)
+    await async_poll_for(lambda: not s.extensions["daskgen"].generators, timeout=5)
+    Variable("done-var").delete()
+    await assert_clean(c, s, a, b)
+
+
+@gen_cluster(client=True)
+async def test_stream_handle_protocols(c, s, a, b):
+    await daskgen.install(c)
+    gen = daskgen.submit(produce, 2)
+    with pytest.raises(NotImplementedError):
+        gen.send(1)
+    with pytest.raises(NotImplementedError):
+        gen.throw(ValueError)
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        pickle.dumps(gen)
+    with pytest.raises(InvalidStateError, match="asynchronous client"):
+        iter(gen)
+    assert "FutureGenerator produce" in repr(gen)
+    [await f async for f in gen]
+    del gen
+    await assert_clean(c, s, a, b)
+
+
+# ------------------------------------------------------------------ printing
+
+
+@gen_cluster(client=True)
+async def test_print_reaches_caller_only(c, s, a, b, capsys=None):
+    await daskgen.install(c)
+    received = []
+    c.unsubscribe_topic(f"daskgen-print-{c.id}")
+    c.subscribe_topic(f"daskgen-print-{c.id}", received.append)
+
+    def talk():
+        yield 1
+        daskgen.print("yielded return value", 0)
+
+    assert await daskgen.submit(talk, num_returns=1) == 1
+    await async_poll_for(lambda: received, timeout=5)
+    msg = received[0][1]
+    assert msg["name"] == "talk" and msg["text"] == "yielded return value 0\n"
+    assert isinstance(msg["pid"], int)
+    await assert_clean(c, s, a, b)
