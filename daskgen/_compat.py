@@ -8,9 +8,11 @@ tox environments; when a distributed release breaks daskgen it breaks here.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from time import time
 from typing import TYPE_CHECKING, Any
 
 from dask._task_spec import Task, TaskRef
+from distributed.scheduler import Transition
 from distributed.worker_state_machine import FreeKeysEvent
 
 if TYPE_CHECKING:
@@ -77,6 +79,7 @@ def complete_items(
     """
     recommendations: dict[Any, str] = {}
     plugins = list(scheduler.plugins.values())
+    now = time()
     for ts, nbytes, typ, typename in items:
         if ts.waiting_on:
             ts.waiting_on.discard(driver)
@@ -90,6 +93,10 @@ def complete_items(
         )
         for client, ms in msgs.items():
             client_msgs.setdefault(client, []).extend(ms)
+        # Keep Scheduler.story() complete for these keys.
+        scheduler.transition_log.append(
+            Transition(ts.key, "waiting", "memory", {}, stimulus_id, now)
+        )
         for plugin in plugins:
             try:
                 plugin.transition(
@@ -110,6 +117,26 @@ def complete_items(
     # The driver is still running, so nothing above releases it; what is left
     # are items nobody wants (freed at once) and dependents that became ready.
     scheduler.transitions(recommendations, stimulus_id)
+
+
+def orphan_items(
+    scheduler: Scheduler, driver: TaskState, run_spec: Callable[[Any], Any]
+) -> None:
+    """Cut the in-memory items of a driver that failed for good loose from it.
+
+    Called from the driver's ``-> erred`` transition hook, before the same
+    event (a worker death) releases the items it lost: such an item then runs
+    ``run_spec(key)`` (which raises) instead of waiting forever for a driver
+    that will never run again. Items still waiting err through the dependency.
+    """
+    for ts in list(driver.dependents):
+        if ts.state != "memory":
+            continue
+        driver.dependents.discard(ts)
+        ts.dependencies.discard(driver)
+        if driver.waiters:
+            driver.waiters.discard(ts)
+        ts.run_spec = run_spec(ts.key)
 
 
 def set_allowed_deaths(ts: TaskState, allowed_failures: int, max_retries: int) -> None:

@@ -8,7 +8,8 @@ code which already catches Dask's errors keeps working::
     ├── ReplayInconsistentError(RuntimeError) a re-run yielded a different number of items
     ├── GeneratorCancelledError(CancelledError) the generator call was cancelled
     ├── StreamTimeoutError(TimeoutError)      no next item within the timeout
-    └── InvalidStateError(RuntimeError)       a handle used in a state that cannot serve it
+    ├── InvalidStateError(RuntimeError)       a handle used in a state that cannot serve it
+    └── ItemLostError(distributed.KilledWorker) an item was lost and its generator cannot re-run
 
 A worker that dies while running a generator more often than ``max_retries``
 allows raises Dask's own :class:`distributed.KilledWorker`.
@@ -17,11 +18,15 @@ allows raises Dask's own :class:`distributed.KilledWorker`.
 from __future__ import annotations
 
 from asyncio import CancelledError
+from typing import Any
+
+from distributed import KilledWorker
 
 __all__ = [
     "DaskgenError",
     "GeneratorCancelledError",
     "InvalidStateError",
+    "ItemLostError",
     "NumReturnsError",
     "ReplayInconsistentError",
     "StreamTimeoutError",
@@ -66,3 +71,19 @@ class InvalidStateError(DaskgenError, RuntimeError):
 
     For example ``async for`` on a stream whose client is synchronous.
     """
+
+
+class ItemLostError(DaskgenError, KilledWorker):
+    """An item was lost with its worker, and its generator cannot run again.
+
+    Raised by an item whose generator call already failed for good (for
+    example it exhausted ``max_retries``), so the lineage that would recompute
+    the item is gone. A :class:`distributed.KilledWorker`, so code catching
+    Dask's error for dead workers catches it too.
+    """
+
+    def __init__(self, message: str, *args: Any) -> None:
+        Exception.__init__(self, message, *args)
+
+    def __str__(self) -> str:
+        return str(self.args[0])

@@ -461,7 +461,7 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
                 g.state = "finished"
             else:
                 g.state = "cancelled" if g.cancelled else "erred"
-                g.error = g.error or _error_text(s.tasks.get(g.driver))
+                g.error = g.error or _error_text(s.tasks.get(g.driver), kw)
             if g.mode != "static" and not g.ended:
                 g.ended = True
                 s.client_send(
@@ -473,12 +473,25 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
                         "end": finish,
                     },
                 )
+            if finish == "erred":
+                self._orphan(g)
             asyncio.get_running_loop().call_soon(self._release_pseudo, g)
         elif finish == "forgotten":
             self._forget(g)
         elif start == "processing" and finish in ("released", "waiting"):
             self._end_pause(g, now)
             g.state = "waiting"  # worker died or retry: runs again
+
+    def _orphan(self, g: GenState) -> None:
+        """The driver failed for good: its produced items cannot be recomputed."""
+        s = self.scheduler
+        dts = s.tasks.get(g.driver) if s else None
+        if s is None or dts is None or dts.state != "erred":
+            return
+        reason = g.error or "its generator failed"
+        _compat.orphan_items(
+            s, dts, lambda key: _compat.Task(key, _lost_item, str(key), g.name, reason)
+        )
 
     def _release_pseudo(self, g: GenState) -> None:
         s = self.scheduler
@@ -561,6 +574,16 @@ def _unproduced_item(driver_result: Any, i: int) -> Any:
     )
 
 
+def _lost_item(key: str, name: str, reason: str) -> Any:
+    """Run spec of an item lost after its generator failed for good."""
+    from daskgen.exceptions import ItemLostError
+
+    raise ItemLostError(
+        f"item {key} of {name!r} was lost with its worker, and its generator "
+        f"cannot run again to recompute it because it failed: {reason}"
+    )
+
+
 def _raise_error(driver_result: Any, error: dict[str, Any]) -> Any:
     """Run spec of a stream's error item: raise the generator's exception."""
     from distributed.core import clean_exception
@@ -580,7 +603,16 @@ def _replay_message(g: GenState, count: int) -> str:
     )
 
 
-def _error_text(ts: TaskState | None) -> str | None:
-    if ts is None or ts.exception_text is None:
-        return None
-    return str(ts.exception_text)
+def _error_text(ts: TaskState | None, kw: dict[str, Any]) -> str | None:
+    if ts is not None and ts.exception_text:
+        return str(ts.exception_text)
+    exc = kw.get("exception")
+    if isinstance(exc, bytes):  # e.g. KilledWorker from remove_worker
+        try:
+            from distributed.protocol import pickle
+
+            e = pickle.loads(exc)
+            return f"{type(e).__name__}: {e}"
+        except Exception:
+            return None
+    return None

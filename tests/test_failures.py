@@ -1,0 +1,333 @@
+"""Generator tasks against what real clusters do: worker deaths, retries,
+dropped handles, closing clients. Real LocalClusters with nanny processes."""
+
+from __future__ import annotations
+
+import gc
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from distributed import Client, Event, KilledWorker, LocalCluster, Variable, wait
+
+import daskgen
+from daskgen.exceptions import GeneratorCancelledError, ReplayInconsistentError
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def nanny_client():
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        memory_limit="400MiB",
+        processes=True,
+        dashboard_address=":0",
+    ) as cluster, Client(cluster) as client:
+        yield client
+        gc.collect()
+        assert_clean(client)
+
+
+def _scheduler_state(dask_scheduler):
+    ext = dask_scheduler.extensions["daskgen"]
+    return {
+        "tasks": len(dask_scheduler.tasks),
+        "generators": len(ext.generators),
+        "clients": sorted(dask_scheduler.clients),
+    }
+
+
+def assert_clean(client, timeout=10):
+    deadline = time.time() + timeout
+    while True:
+        state = client.run_on_scheduler(_scheduler_state)
+        data = client.run(lambda dask_worker: len(dask_worker.data))
+        drivers = client.run(
+            lambda dask_worker: len(dask_worker.extensions["daskgen"].drivers)
+            if "daskgen" in dask_worker.extensions
+            else 0
+        )
+        clean = (
+            state["tasks"] == 0
+            and state["generators"] == 0
+            and set(state["clients"]) <= {"fire-and-forget", client.id}
+            and not any(data.values())
+            and not any(drivers.values())
+        )
+        if clean:
+            return
+        if time.time() > deadline:
+            raise AssertionError(f"left behind: {state} data={data} drivers={drivers}")
+        time.sleep(0.1)
+
+
+def poll(predicate, timeout=30):
+    deadline = time.time() + timeout
+    while not predicate():
+        if time.time() > deadline:
+            raise AssertionError("condition not reached")
+        time.sleep(0.05)
+
+
+def driver_worker(client, key):
+    """Address of the worker running the driver task ``key``."""
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        addr = client.run_on_scheduler(
+            lambda dask_scheduler, k=key: (
+                dask_scheduler.tasks[k].processing_on.address
+                if k in dask_scheduler.tasks and dask_scheduler.tasks[k].processing_on
+                else None
+            )
+        )
+        if addr:
+            return addr
+        time.sleep(0.05)
+    raise AssertionError(f"driver {key} never started")
+
+
+def kill_worker(client, addr):
+    """SIGKILL the worker process at ``addr``; its nanny starts a new one."""
+    pid = client.run(os.getpid, workers=[addr])[addr]
+    os.kill(pid, signal.SIGKILL)
+
+
+def slow_count(n, delay):
+    for i in range(n):
+        time.sleep(delay)
+        yield i * 2
+
+
+def test_worker_killed_mid_stream_recomputes(nanny_client):
+    c = nanny_client
+    gen = daskgen.submit(slow_count, 30, 0.03, max_retries=2)
+    got = []
+    killed = False
+    held = []
+    for fut in gen:
+        got.append(fut.result())
+        held.append(fut)  # keep them: items lost with the worker get recomputed
+        if len(got) == 10 and not killed:
+            kill_worker(c, driver_worker(c, gen.key))
+            killed = True
+    assert got == [i * 2 for i in range(30)]
+    assert c.gather(held) == got  # lost items were recomputed, same values
+    assert gen.completed().result() is None
+    del gen, held, fut
+
+
+def test_worker_killed_no_retries(nanny_client):
+    c = nanny_client
+    ev = Event("hold-no-retries")
+    refs = daskgen.submit(
+        gated_static, 6, "hold-no-retries", 3, num_returns=6, max_retries=0
+    )
+    wait(refs[:3])
+    addr = driver_worker(c, _driver_key(refs[0]))
+    other = next(w for w in c.scheduler_info()["workers"] if w != addr)
+    c.replicate(refs[:1], workers=[other])  # item 0 is also held elsewhere
+    kill_worker(c, addr)
+    poll(lambda: all(r.status == "error" for r in refs[1:]))
+    for r in refs[1:]:
+        # .exception(), not .result(): a raised exception's traceback would
+        # keep the Future alive for the leak check (distributed does this too)
+        assert isinstance(r.exception(timeout=30), KilledWorker)
+    assert refs[0].result() == 0  # still held by the surviving worker
+    ev.set()
+    del refs, r
+
+
+def _driver_key(item):
+    prefix = item.key[0]
+    name, token = prefix.rsplit("-", 1)
+    return f"{name}-generator-{token}"
+
+
+def gated_static(n, event_name, k):
+    ev = Event(event_name)
+    for i in range(n):
+        if i == k:
+            ev.wait()
+        yield i
+
+
+def test_stream_killed_no_retries_completed_raises(nanny_client):
+    c = nanny_client
+    gen = daskgen.submit(gated_static, 5, "hold-stream", 2, max_retries=0)
+    first = next(gen)
+    assert first.result() == 0
+    kill_worker(c, driver_worker(c, gen.key))
+    assert isinstance(gen.completed().exception(timeout=30), KilledWorker)
+    with pytest.raises(KilledWorker):
+        for _ in gen:
+            pass
+    Event("hold-stream").set()
+    del gen, first
+
+
+def varying_length(marker):
+    """Yields 5 items on its first run (then hangs), 2 on a re-run."""
+    if os.path.exists(marker):
+        yield from range(2)
+        return
+    open(marker, "w").close()
+    yield from range(5)
+    time.sleep(60)
+
+
+def test_replay_inconsistent(nanny_client, tmp_path):
+    c = nanny_client
+    gen = daskgen.submit(varying_length, str(tmp_path / "marker"), max_retries=1)
+    firsts = [next(gen) for _ in range(5)]
+    kill_worker(c, driver_worker(c, gen.key))
+    with pytest.raises(ReplayInconsistentError, match="yielded 2 items"):
+        next(gen)
+    del gen, firsts
+
+
+def flaky(marker, exc_name):
+    yield 1
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        raise {"ValueError": ValueError, "KeyError": KeyError}[exc_name]("flaky")
+    yield 2
+
+
+def test_retry_exceptions(nanny_client, tmp_path):
+    c = nanny_client
+    refs = daskgen.submit(
+        flaky, str(tmp_path / "a"), "ValueError", num_returns=2, retry_exceptions=True
+    )
+    assert c.gather(refs) == [1, 2]
+    refs = daskgen.submit(
+        flaky,
+        str(tmp_path / "b"),
+        "KeyError",
+        num_returns=2,
+        retry_exceptions=[ValueError],
+    )
+    assert refs[0].result() == 1
+    assert isinstance(refs[1].exception(), KeyError)
+    refs = daskgen.submit(flaky, str(tmp_path / "c"), "ValueError", num_returns=2)
+    assert isinstance(refs[1].exception(), ValueError)  # not retried by default
+    del refs
+
+
+def test_caller_client_closes_mid_stream(nanny_client):
+    c = nanny_client
+    other = Client(c.scheduler.address)
+    gen = daskgen.submit(slow_count, 1000, 0.01, client=other)
+    next(gen)
+    other.close()
+    deadline = time.time() + 10
+    while c.run_on_scheduler(_scheduler_state)["generators"] and time.time() < deadline:
+        time.sleep(0.1)
+    history = c.run_on_scheduler(
+        lambda dask_scheduler: list(dask_scheduler.extensions["daskgen"].history)
+    )
+    assert history[-1]["state"] == "cancelled"
+    assert history[-1]["yielded"] < 1000
+    del gen
+
+
+CALLER = """
+import os, sys, time
+import daskgen
+from distributed import Client
+
+def count(n):
+    for i in range(n):
+        time.sleep(0.01)
+        yield i
+
+client = Client(sys.argv[1])
+gen = daskgen.submit(count, 1000)
+next(gen)
+print("started", flush=True)
+os._exit(1)
+"""
+
+
+def test_caller_process_dies(nanny_client):
+    c = nanny_client
+    proc = subprocess.run(
+        [sys.executable, "-c", CALLER, c.scheduler.address],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "started" in proc.stdout, proc.stderr
+    assert_clean(c, timeout=20)
+
+
+def test_drop_handles_before_production(nanny_client):
+    """The seed's `[0]` case: only the first item is kept."""
+    c = nanny_client
+    first = daskgen.submit(slow_count, 8, 0.01, num_returns=8)[0]
+    assert first.result() == 0
+    gen = daskgen.submit(slow_count, 8, 0.01)
+    del gen
+    refs = daskgen.submit(slow_count, 8, 0.01, num_returns=8)
+    keep = refs[3]
+    del refs
+    assert keep.result() == 6
+
+    def info():
+        return c.run_on_scheduler(
+            lambda dask_scheduler: dask_scheduler.extensions["daskgen"].get_info()
+        )
+
+    poll(lambda: [i["state"] for i in info()] == ["finished"] * 3)
+    assert [i["yielded"] for i in info()] == [8, 8, 8]  # all ran to their end
+    del first, keep
+
+
+def test_cancel_while_paused(nanny_client):
+    c = nanny_client
+    gen = daskgen.submit(slow_count, 100, 0.0, backpressure=2)
+    next(gen)
+    time.sleep(0.3)
+    gen.cancel()
+    with pytest.raises(GeneratorCancelledError):
+        next(gen)
+    assert isinstance(gen.completed().exception(timeout=10), GeneratorCancelledError)
+    del gen
+
+
+def test_chaos(nanny_client):
+    """A 200-item stream while workers are killed (3 kills)."""
+    c = nanny_client
+    gen = daskgen.submit(slow_count, 200, 0.02, max_retries=5)
+    stop = threading.Event()
+    kills = []
+
+    def chaos():
+        rng = random.Random(42)
+        while len(kills) < 3 and not stop.wait(1.2):
+            workers = list(c.scheduler_info()["workers"])
+            if len(workers) < 2:
+                continue
+            addr = rng.choice(workers)
+            try:
+                kill_worker(c, addr)
+                kills.append(addr)
+            except Exception:
+                pass
+
+    t = threading.Thread(target=chaos)
+    t.start()
+    try:
+        got = [f.result() for f in gen]
+    finally:
+        stop.set()
+        t.join()
+    assert got == [i * 2 for i in range(200)]
+    assert len(kills) >= 1
+    del gen
