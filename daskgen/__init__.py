@@ -26,6 +26,7 @@ from daskgen.client import (
 from daskgen.exceptions import (
     DaskgenError,
     GeneratorCancelledError,
+    GeneratorKilledError,
     InvalidStateError,
     ItemLostError,
     NumReturnsError,
@@ -42,6 +43,7 @@ __all__ = [
     "DynamicFuture",
     "FutureGenerator",
     "GeneratorCancelledError",
+    "GeneratorKilledError",
     "GeneratorSchedulerPlugin",
     "GeneratorWorkerPlugin",
     "InvalidStateError",

@@ -9,10 +9,11 @@ code which already catches Dask's errors keeps working::
     ├── GeneratorCancelledError(CancelledError) the generator call was cancelled
     ├── StreamTimeoutError(TimeoutError)      no next item within the timeout
     ├── InvalidStateError(RuntimeError)       a handle used in a state that cannot serve it
+    ├── GeneratorKilledError(distributed.KilledWorker) workers died more than max_retries allows
     └── ItemLostError(distributed.KilledWorker) an item was lost and its generator cannot re-run
 
-A worker that dies while running a generator more often than ``max_retries``
-allows raises Dask's own :class:`distributed.KilledWorker`.
+Both ``KilledWorker`` subclasses are caught by code that catches Dask's own
+:class:`distributed.KilledWorker`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from distributed import KilledWorker
 __all__ = [
     "DaskgenError",
     "GeneratorCancelledError",
+    "GeneratorKilledError",
     "InvalidStateError",
     "ItemLostError",
     "NumReturnsError",
@@ -73,7 +75,25 @@ class InvalidStateError(DaskgenError, RuntimeError):
     """
 
 
-class ItemLostError(DaskgenError, KilledWorker):
+class _KilledWorkerMessage(DaskgenError, KilledWorker):
+    def __init__(self, message: str, *args: Any) -> None:
+        Exception.__init__(self, message, *args)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class GeneratorKilledError(_KilledWorkerMessage):
+    """The worker running a daskgen task died more often than ``max_retries`` allows.
+
+    Raised by the call's Futures that were not produced (and by a stream's
+    ``next``). Dask's own KilledWorker counts the cluster-wide
+    ``distributed.scheduler.allowed-failures``; daskgen counts ``max_retries``
+    of the call, and says so.
+    """
+
+
+class ItemLostError(_KilledWorkerMessage):
     """An item was lost with its worker, and its generator cannot run again.
 
     Raised by an item whose generator call already failed for good (for
@@ -81,9 +101,3 @@ class ItemLostError(DaskgenError, KilledWorker):
     the item is gone. A :class:`distributed.KilledWorker`, so code catching
     Dask's error for dead workers catches it too.
     """
-
-    def __init__(self, message: str, *args: Any) -> None:
-        Exception.__init__(self, message, *args)
-
-    def __str__(self) -> str:
-        return str(self.args[0])

@@ -474,6 +474,7 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
                     },
                 )
             if finish == "erred":
+                self._explain_killed(g, kw)
                 self._orphan(g)
             asyncio.get_running_loop().call_soon(self._release_pseudo, g)
         elif finish == "forgotten":
@@ -481,6 +482,34 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         elif start == "processing" and finish in ("released", "waiting"):
             self._end_pause(g, now)
             g.state = "waiting"  # worker died or retry: runs again
+
+    def _explain_killed(self, g: GenState, kw: dict[str, Any]) -> None:
+        """Replace Dask's KilledWorker, which counts the global allowed-failures,
+        with one that counts this call's max_retries (before the items err)."""
+        from distributed.protocol import pickle
+
+        from daskgen.exceptions import GeneratorKilledError
+
+        exc = kw.get("exception")
+        if not isinstance(exc, bytes) or b"KilledWorker" not in exc:
+            return
+        s = self.scheduler
+        dts = s.tasks.get(g.driver) if s else None
+        if dts is None or dts.exception is not exc:
+            return
+        deaths = g.max_retries + 1
+        new = GeneratorKilledError(
+            f"the worker running {g.name!r} (task {g.driver!r}) died "
+            f"{deaths} time{'s' if deaths > 1 else ''}, and max_retries="
+            f"{g.max_retries} allows {g.max_retries} re-run"
+            f"{'s' if g.max_retries != 1 else ''}. The last worker was "
+            f"{kw.get('worker')}. A worker usually dies for exceeding its memory "
+            "limit: check the worker logs, yield smaller values, or give workers "
+            "more memory. See https://distributed.dask.org/en/stable/killed.html"
+        )
+        dts.exception = pickle.dumps(new)
+        dts.exception_text = repr(new)
+        g.error = f"GeneratorKilledError: {new}"
 
     def _orphan(self, g: GenState) -> None:
         """The driver failed for good: its produced items cannot be recomputed."""

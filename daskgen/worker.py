@@ -424,7 +424,8 @@ def print(*args: Any, sep: str = " ", end: str = "\n", file: Any = None) -> None
     """Print on the caller's console, prefixed like Ray: ``(name pid=123) ...``.
 
     Inside a daskgen task the text goes only to the client that submitted the
-    call (and to the worker's own stdout); elsewhere this is the built-in print.
+    call (Dask's own ``distributed.print`` goes to every client), and to the
+    worker's log at debug level; elsewhere this is the built-in print.
 
     Examples
     --------
@@ -441,7 +442,7 @@ def print(*args: Any, sep: str = " ", end: str = "\n", file: Any = None) -> None
         builtins.print(*args, sep=sep, end=end, file=file)
         return
     text = sep.join(str(a) for a in args) + end
-    builtins.print(text, end="", file=file)
+    logger.debug("(%s pid=%d) %s", call.name, call.pid, text.rstrip("\n"))
     worker = get_worker()
     worker.log_event(
         f"daskgen-print-{call.client}",

@@ -139,9 +139,17 @@ def test_worker_killed_no_retries(nanny_client):
         # .exception(), not .result(): a raised exception's traceback would
         # keep the Future alive for the leak check (distributed does this too)
         assert isinstance(r.exception(timeout=30), KilledWorker)
+    for r in refs[1:3]:  # produced, then lost with the worker
+        exc = r.exception()
+        assert isinstance(exc, daskgen.ItemLostError)
+        assert "cannot run again" in str(exc) and "max_retries=0" in str(exc)
+    for r in refs[3:]:  # never produced
+        exc = r.exception()
+        assert isinstance(exc, daskgen.GeneratorKilledError)
+        assert "died 1 time, and max_retries=0 allows 0 re-runs" in str(exc)
     assert refs[0].result() == 0  # still held by the surviving worker
     ev.set()
-    del refs, r
+    del refs, r, exc
 
 
 def _driver_key(item):
