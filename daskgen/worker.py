@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from dask.sizeof import sizeof
+from dask.utils import parse_bytes
 from distributed import get_worker, secede
 from distributed.diagnostics.plugin import WorkerPlugin
 from distributed.protocol import pickle
@@ -122,6 +124,8 @@ class Driver:
         self.run_id = _compat.driver_run_id(worker, key)
         self.cond = threading.Condition()
         self.outbox: list[tuple[int, Any]] = []
+        self.outbox_bytes = 0
+        self.max_outbox_bytes: int = parse_bytes(_config.get("outbox-bytes"))
         self.scheduled = False
         self.notes: list[tuple[int, int, bytes | None, str]] = []
         self.held: tuple[int, int, bytes | None, str] | None = None
@@ -163,12 +167,20 @@ class Driver:
             raise _Stop
 
     def _publish(self, i: int, value: Any) -> None:
+        nbytes = sizeof(value)
         with self.cond:
             self.outbox.append((i, value))
+            self.outbox_bytes += nbytes
             wake = not self.scheduled
             self.scheduled = True
         if wake:
             self.worker.loop.add_callback(self._pump)
+        if self.outbox_bytes > self.max_outbox_bytes:
+            # Values waiting for the event loop are not in the worker's data
+            # yet, so they cannot spill: don't build the next one until they are.
+            with self.cond:
+                while self.outbox_bytes > self.max_outbox_bytes and not self.stop:
+                    self.cond.wait()
 
     def run(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: Any) -> Any:
         step, close = _iterate(func, args, kwargs, self.mode)
@@ -250,6 +262,7 @@ class Driver:
             batch, self.outbox = self.outbox, []
             self.scheduled = False
             end = self.end
+            stored_bytes = self.outbox_bytes
         if batch:
             data: dict[Any, Any] = {}
             for i, value in batch:
@@ -260,6 +273,9 @@ class Driver:
                 _compat.store_local(
                     self.worker, data, stimulus_id=f"daskgen-store-{time.time()}"
                 )
+            with self.cond:
+                self.outbox_bytes -= stored_bytes
+                self.cond.notify_all()
             for i, value in batch:
                 typ = type(value)
                 t = self.types.get(typ)

@@ -1,0 +1,185 @@
+"""The blocking API on a process cluster (distributed's ``client`` fixture),
+and bad input: every wrong call fails at submit time, saying what to do."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+
+import pytest
+from distributed import Future, as_completed, wait
+
+import daskgen
+from daskgen.exceptions import InvalidStateError, StreamTimeoutError
+
+
+def produce(n):
+    for i in range(n):
+        yield i * 10
+
+
+def slow(n, delay):
+    for i in range(n):
+        time.sleep(delay)
+        yield i
+
+
+def plain(n):
+    return list(range(n))
+
+
+def scheduler_clean(client, timeout=10):
+    gc.collect()  # raised exceptions' tracebacks hold handles in cycles
+    deadline = time.time() + timeout
+    while True:
+        n = client.run_on_scheduler(
+            lambda dask_scheduler: (
+                len(dask_scheduler.tasks),
+                len(dask_scheduler.extensions["daskgen"].generators),
+                sorted(dask_scheduler.clients),
+            )
+        )
+        if n[0] == 0 and n[1] == 0 and set(n[2]) <= {"fire-and-forget", client.id}:
+            return
+        assert time.time() < deadline, n
+        time.sleep(0.05)
+
+
+def test_remote_static(client):
+    @daskgen.remote(num_returns=3)
+    def three():
+        yield from (1, 2, 3)
+
+    refs = three.remote()
+    assert all(type(r) is Future for r in refs)
+    assert client.gather(refs) == [1, 2, 3]
+    assert client.submit(sum, refs).result() == 6
+    assert [f.result() for f in as_completed(refs)] != []
+    four = three.options(num_returns=4)
+    assert isinstance(four, daskgen.RemoteFunction)
+    assert four is not three
+    assert isinstance(four.remote()[3].exception(), daskgen.NumReturnsError)
+    del refs
+    scheduler_clean(client)
+
+
+def test_streaming_for_loop(client):
+    gen = daskgen.submit(produce, 4)
+    assert [f.result() for f in gen] == [0, 10, 20, 30]
+    assert gen.is_finished()
+    assert gen.completed().result() is None
+    assert gen.status is daskgen.StreamStatus.finished
+    del gen
+    scheduler_clean(client)
+
+
+def test_streaming_next_timeout(client):
+    gen = daskgen.submit(slow, 2, 1.0)
+    with pytest.raises(StreamTimeoutError, match="no item 0"):
+        gen.next(timeout="100ms")
+    assert gen.next(timeout=10).result() == 0
+    assert [f.result() for f in gen] == [1]
+    del gen
+    scheduler_clean(client)
+
+
+def test_dynamic_sync(client):
+    ref = daskgen.submit(produce, 3, num_returns="dynamic")
+    items = ref.result()
+    assert client.gather(items) == [0, 10, 20]
+    wait(items)
+    del ref, items
+    scheduler_clean(client)
+
+
+def test_plain_function_submit(client):
+    fut = daskgen.submit(plain, 3)
+    assert type(fut) is Future and fut.result() == [0, 1, 2]
+    assert client.gather(daskgen.submit(plain, 2, num_returns=2)) == [0, 1]
+    del fut
+    scheduler_clean(client)
+
+
+def test_async_iteration_on_sync_client(client):
+    gen = daskgen.submit(produce, 1)
+
+    async def consume():
+        return [f async for f in gen]
+
+    with pytest.raises(InvalidStateError, match="asynchronous client"):
+        asyncio.run(consume())
+    list(gen)
+    del gen
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def _assert_nothing_submitted(client):
+    assert not client.futures
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"num_returns": -1}, "num_returns=-1 is not valid"),
+        ({"num_returns": "many"}, "num_returns='many' is not valid"),
+        ({"num_returns": 2.0}, "num_returns=2.0 is not valid"),
+        ({"num_returns": True}, "num_returns=True is not valid"),
+        ({"backpressure": 0}, "backpressure=0 is not valid"),
+        ({"backpressure": "2"}, "backpressure='2' is not valid"),
+        ({"backpressure": 2, "num_returns": 3}, "only applies to streaming"),
+        ({"max_retries": -1}, "max_retries=-1 is not valid"),
+        ({"retry_exceptions": ["x"]}, "retry_exceptions=.* is not valid"),
+    ],
+)
+def test_bad_options(client, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        daskgen.submit(produce, 3, **kwargs)
+    _assert_nothing_submitted(client)
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "streaming"])
+def test_mode_needs_generator(client, mode):
+    with pytest.raises(ValueError, match="needs a generator function.*plain"):
+        daskgen.submit(plain, 3, num_returns=mode)
+    _assert_nothing_submitted(client)
+
+
+def test_not_callable(client):
+    with pytest.raises(TypeError, match="needs a callable.*daskgen.submit\\(produce"):
+        daskgen.submit(42)
+    with pytest.raises(TypeError, match="needs a function"):
+        daskgen.remote(42)
+    _assert_nothing_submitted(client)
+
+
+def test_remote_function_called_directly(client):
+    f = daskgen.remote(produce)
+    with pytest.raises(TypeError, match="produce.remote"):
+        f(3)
+    with pytest.raises(TypeError, match="unknown option"):
+        f.options(num_retruns=2)
+    with pytest.raises(TypeError, match="unknown option"):
+        daskgen.remote(numreturns=2)
+
+
+def test_no_client():
+    with pytest.raises(ValueError, match="Client\\(LocalCluster\\(\\)\\)"):
+        daskgen.submit(produce, 3)
+
+
+def test_unpicklable_item(client):
+    """A value that cannot move: the item raises when fetched; the stream goes on."""
+    import threading
+
+    def locks():
+        yield threading.Lock()
+        yield 1
+
+    a, b = daskgen.submit(locks, num_returns=2)
+    assert b.result() == 1
+    with pytest.raises(Exception, match="(?i)pickle|serialize"):
+        a.result()
+    del a, b
