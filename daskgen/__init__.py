@@ -33,6 +33,7 @@ from daskgen.exceptions import (
     ReplayInconsistentError,
     StreamTimeoutError,
 )
+from daskgen.progress import progress
 from daskgen.scheduler import GeneratorSchedulerPlugin
 from daskgen.worker import GeneratorWorkerPlugin, print
 
@@ -55,6 +56,7 @@ __all__ = [
     "StreamTimeoutError",
     "install",
     "print",
+    "progress",
     "remote",
     "submit",
 ]
@@ -66,5 +68,5 @@ async def dask_setup(scheduler: object) -> None:
 
     if isinstance(scheduler, Scheduler):
         await scheduler.register_scheduler_plugin(
-            GeneratorSchedulerPlugin(), name="daskgen"
+            GeneratorSchedulerPlugin(), name="daskgen", idempotent=True
         )

@@ -36,7 +36,7 @@ start instead, even before the first client connects, add this module to the
 scheduler's HTTP route modules (the list replaces Dask's default, so repeat
 it)::
 
-    # ~/.config/dask/daskgen.yaml
+    # daskgen.yaml, in a Dask config directory
     distributed:
       scheduler:
         http:
@@ -123,11 +123,20 @@ def install(scheduler: Any, plugin: GeneratorSchedulerPlugin) -> None:
     """
     with _lock:
         _live.add(plugin)
-    _register_collector()
+    # Monitoring must never keep the plugin from starting.
+    try:
+        _register_collector()
+    except Exception:  # pragma: no cover - a prometheus_client problem
+        logger.warning("daskgen: Prometheus metrics not registered", exc_info=True)
+    try:
+        _add_routes(scheduler)
+    except Exception:  # pragma: no cover - an unexpected tornado/distributed change
+        logger.warning("daskgen: /daskgen dashboard page not added", exc_info=True)
+
+
+def _add_routes(scheduler: Any) -> None:
     app = getattr(scheduler, "http_application", None)
-    if app is None:
-        return
-    if _has_routes(app):
+    if app is None or _has_routes(app):
         return
     prefix = _http_prefix(app)
     app.add_handlers(

@@ -419,6 +419,24 @@ async def test_progress_async(c, s, a, b):
     assert "3 items yielded (finished)" in last
     assert "produce: 2 items yielded, 0 taken (finished)" in last
 
+    ev = Event("progress-async")
+    refs = daskgen.submit(gated, 2, "progress-async", 1, num_returns=2)
+    buf = io.StringIO()
+    task = asyncio.ensure_future(progress(refs, file=buf, interval=0.01))
+    await async_poll_for(lambda: "1/2 items" in buf.getvalue(), timeout=10)
+    assert not task.done()
+    await ev.set()
+    await task
+    last = buf.getvalue().rstrip("\n").split("\r")[-1]
+    assert last.startswith(f"[daskgen] [{'#' * 40}] 2/2 items |")
+
+    err = daskgen.submit(boom, 1, num_returns=2)
+    buf = io.StringIO()
+    await progress(err, file=buf)
+    last = buf.getvalue().rstrip("\n").split("\r")[-1]
+    assert "2/2 items, 1 failed" in last
+    assert last.endswith("| failed")
+
 
 def test_progress_sync(client, capsys):
     gen = daskgen.submit(produce, 4, 0.02, client=client)
@@ -427,10 +445,16 @@ def test_progress_sync(client, capsys):
     assert "produce: 4 items yielded, 0 taken (finished)" in err.split("\r")[-1]
     assert [f.result() for f in gen] == [0, 10, 20, 30]
 
-    refs = daskgen.submit(produce, 3, num_returns=3, client=client)
-    progress(refs)  # distributed's bar: the items are plain Futures
-    assert "100% Completed" in capsys.readouterr().out
-    assert client.gather(refs) == [0, 10, 20]
+    # Items are stored, not processed: distributed.progress would never see
+    # them done, so progress() follows the Futures themselves.
+    ev = Event("progress-static", client=client)
+    refs = daskgen.submit(gated, 3, "progress-static", 1, client=client, num_returns=3)
+    client.submit(ev.set, pure=False)  # after progress() has started, probably
+    progress(refs, interval=0.01)
+    last = capsys.readouterr().err.split("\r")[-1]
+    assert f"[daskgen] [{'#' * 40}] 3/3 items" in last
+    assert last.rstrip().endswith("| finished")
+    assert client.gather(refs) == [0, 1, 2]
 
     with pytest.raises(TypeError, match="mixed"):
         progress([daskgen.submit(produce, 1, client=client), refs[0]])
@@ -440,9 +464,10 @@ def test_progress_sync(client, capsys):
 
 
 def _chromium() -> str | None:
-    path = os.environ.get("DASKGEN_CHROMIUM", "/usr/bin/chromium")
-    if os.path.exists(path):
-        return path
+    """The system Chromium: ``$DASKGEN_CHROMIUM``, else ``chromium`` on PATH."""
+    path = os.environ.get("DASKGEN_CHROMIUM")
+    if path:
+        return path if os.path.exists(path) else None
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -467,7 +492,8 @@ def test_browser_page_updates():
     chromium = _chromium()
     if chromium is None:
         pytest.skip(
-            "the browser test needs Chromium (/usr/bin/chromium or $DASKGEN_CHROMIUM)"
+            "the browser test needs a system Chromium: install it (apt-get install "
+            "chromium) or point $DASKGEN_CHROMIUM at one"
         )
     from distributed import Client, LocalCluster
 
