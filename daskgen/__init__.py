@@ -23,6 +23,7 @@ from daskgen.client import (
     remote,
     submit,
 )
+from daskgen.collections import as_array, as_bag, as_dataframe
 from daskgen.exceptions import (
     DaskgenError,
     GeneratorCancelledError,
@@ -35,6 +36,7 @@ from daskgen.exceptions import (
 )
 from daskgen.progress import progress
 from daskgen.scheduler import GeneratorSchedulerPlugin
+from daskgen.waiting import get, wait
 from daskgen.worker import GeneratorWorkerPlugin, print
 
 __version__ = "0.1.0"
@@ -54,11 +56,16 @@ __all__ = [
     "ReplayInconsistentError",
     "StreamStatus",
     "StreamTimeoutError",
+    "as_array",
+    "as_bag",
+    "as_dataframe",
+    "get",
     "install",
     "print",
     "progress",
     "remote",
     "submit",
+    "wait",
 ]
 
 

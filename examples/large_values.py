@@ -12,15 +12,14 @@ or spilled) before the next one is built. See ../shared/seed/ for Ray's text.
 from __future__ import annotations
 
 import argparse
-import threading
 import time
 
 import numpy as np
-import psutil
 from dask.utils import format_bytes, parse_bytes
 from distributed import Client, KilledWorker, LocalCluster, wait
 
 import daskgen
+from _peak import PeakRSS, spilled_bytes
 
 
 @daskgen.remote(max_retries=0)
@@ -38,44 +37,6 @@ def large_values_generator(num_returns, item_bytes):
             np.iinfo(np.int8).max, size=(item_bytes, 1), dtype=np.int8
         )
         daskgen.print(f"yielded return value {i}")
-
-
-class PeakRSS:
-    """Sample the RSS of this process's children (the worker) every 10 ms."""
-
-    def __init__(self) -> None:
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        me = psutil.Process()
-        while not self._stop.wait(0.01):
-            rss = 0
-            for child in me.children(recursive=True):
-                try:
-                    rss = max(rss, child.memory_info().rss)
-                except psutil.Error:
-                    pass
-            self.peak = max(self.peak, rss)
-
-    def __enter__(self) -> PeakRSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def spilled_bytes(client: Client) -> int:
-    """Bytes the worker(s) wrote to disk so far."""
-    out = client.run(
-        lambda dask_worker: getattr(dask_worker.data, "cumulative_metrics", {}).get(
-            ("disk-write", "bytes"), 0
-        )
-    )
-    return int(sum(out.values()))
 
 
 def main(argv: list[str] | None = None) -> None:
