@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from time import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from dask._task_spec import Task, TaskRef
 from distributed.scheduler import Transition
@@ -77,7 +77,7 @@ def complete_items(
     the item's own run_spec. Other plugins' ``transition`` hooks are called by
     hand since the scheduler's transition engine does not see this move.
     """
-    recommendations: dict[Any, str] = {}
+    recommendations: dict[Any, Any] = {}
     plugins = list(scheduler.plugins.values())
     now = time()
     for ts, nbytes, typ, typename in items:
@@ -89,7 +89,7 @@ def complete_items(
         msgs: dict[str, list[dict[str, Any]]] = {}
         # _add_to_memory *assigns* client_msgs[client] = [msg]; merge per key.
         scheduler._add_to_memory(
-            ts, ws, recommendations, msgs, type=typ, typename=typename
+            ts, ws, recommendations, msgs, type=cast(bytes, typ), typename=typename
         )
         for client, ms in msgs.items():
             client_msgs.setdefault(client, []).extend(ms)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import copy
 import functools
 import inspect
@@ -16,7 +17,7 @@ from datetime import timedelta
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
-import dask
+from dask.base import annotate
 from dask.utils import funcname, parse_timedelta
 from distributed import Client, Future, get_client
 
@@ -71,7 +72,9 @@ async def _install_async(client: Client) -> None:
 
 
 def _setup_client(client: Client) -> None:
-    _compat.register_client_handler(client, "daskgen-items", _make_items_handler(client))
+    _compat.register_client_handler(
+        client, "daskgen-items", _make_items_handler(client)
+    )
     client.subscribe_topic(f"daskgen-print-{client.id}", _print_event)
     _installed[client.id] = True
 
@@ -104,10 +107,11 @@ def _is_generator_function(func: Any) -> bool:
     func = inspect.unwrap(func)
     if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
         return True
-    call = getattr(type(func), "__call__", None)
-    if not inspect.isfunction(func) and call is not None:
-        return inspect.isgeneratorfunction(call) or inspect.isasyncgenfunction(call)
-    return False
+    if inspect.isroutine(func) or not callable(func):
+        return False
+    # A callable object: look at its class's __call__.
+    call = type(func).__call__
+    return inspect.isgeneratorfunction(call) or inspect.isasyncgenfunction(call)
 
 
 def _check(
@@ -166,7 +170,9 @@ def _check(
                 f"with num_returns=None or 'streaming'), not num_returns={num_returns!r}."
             )
     if max_retries is not None and (
-        not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0
+        not isinstance(max_retries, int)
+        or isinstance(max_retries, bool)
+        or max_retries < 0
     ):
         raise ValueError(
             f"max_retries={max_retries!r} is not valid: use an int >= 0, e.g. "
@@ -288,7 +294,7 @@ def submit(
         pure=False,
     )
     if mode == "plain":
-        with dask.annotate(**{ANNOTATION: meta}):
+        with annotate(**{ANNOTATION: meta}):
             return client.submit(func, *args, key=key, **submit_kwargs, **kwargs)
     task_meta = dict(meta, retry_exceptions=_retry_spec(retry_exceptions))
     state = None
@@ -296,9 +302,15 @@ def submit(
         state = _StreamState(client, gen_id, prefix)
         with _lock:
             _streams.setdefault(client.id, {})[gen_id] = state
-    with dask.annotate(**{ANNOTATION: meta}):
+    with annotate(**{ANNOTATION: meta}):
         driver = client.submit(
-            run_driver, func, list(args), kwargs, task_meta, key=driver_key, **submit_kwargs
+            run_driver,
+            func,
+            list(args),
+            kwargs,
+            task_meta,
+            key=driver_key,
+            **submit_kwargs,
         )
     if mode == "streaming":
         assert state is not None
@@ -307,7 +319,7 @@ def submit(
         assert state is not None
         return DynamicFuture(driver.key, client, stream=state, _driver=driver)
     assert n is not None
-    items = [Future((prefix, i), client) for i in range(n)]
+    items: list[Future[Any]] = [Future((prefix, i), client) for i in range(n)]
     del driver  # the scheduler keeps the driver running for us
     if n == 0:
         return None
@@ -425,7 +437,7 @@ class _StreamState:
         self.gen_id = gen_id
         self.prefix = prefix
         self.produced = 0
-        self.futures: dict[int, Future] = {}
+        self.futures: dict[int, Future[Any]] = {}
         self.end: str | None = None
         self.abandoned = False
         self.changed: asyncio.Event | None = None
@@ -519,7 +531,7 @@ class FutureGenerator:
     def __init__(
         self,
         state: _StreamState,
-        driver: Future,
+        driver: Future[Any],
         name: str,
         backpressure: int | None,
     ) -> None:
@@ -544,7 +556,7 @@ class FutureGenerator:
     def status(self) -> StreamStatus:
         return self._status
 
-    def completed(self) -> Future:
+    def completed(self) -> Future[Any]:
         """A Future that is done when the generator task has ended.
 
         Its result is ``None``. It raises if the task failed for a system
@@ -586,7 +598,7 @@ class FutureGenerator:
 
     # ------------------------------------------------------------- protocols
 
-    def __iter__(self) -> Iterator[Future]:
+    def __iter__(self) -> Iterator[Future[Any]]:
         if self._client.asynchronous:
             raise InvalidStateError(
                 "this FutureGenerator belongs to an asynchronous client: use "
@@ -594,18 +606,18 @@ class FutureGenerator:
             )
         return self
 
-    def __next__(self) -> Future:
+    def __next__(self) -> Future[Any]:
         if self._client.asynchronous:
             raise InvalidStateError(
                 "this FutureGenerator belongs to an asynchronous client: use "
                 "`await gen.__anext__()` or `async for`."
             )
         try:
-            return self._client.sync(self._next, timeout=None)  # type: ignore[no-any-return]
+            return self._client.sync(self._next, timeout=None)
         except StopAsyncIteration:
             raise StopIteration from None
 
-    def __aiter__(self) -> AsyncIterator[Future]:
+    def __aiter__(self) -> AsyncIterator[Future[Any]]:
         if not self._client.asynchronous:
             raise InvalidStateError(
                 "async iteration needs an asynchronous client "
@@ -613,7 +625,7 @@ class FutureGenerator:
             )
         return self
 
-    async def __anext__(self) -> Future:
+    async def __anext__(self) -> Future[Any]:
         if not self._client.asynchronous:
             raise InvalidStateError(
                 "async iteration needs an asynchronous client; use `for` here."
@@ -643,13 +655,15 @@ class FutureGenerator:
 
     # --------------------------------------------------------------- internal
 
-    async def _next(self, timeout: float | None) -> Future:
+    async def _next(self, timeout: float | None) -> Future[Any]:
         if self._status is StreamStatus.cancelled:
             raise GeneratorCancelledError(
                 f"this stream was cancelled; {self._index} items were returned."
             )
         s = self._state
-        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        deadline = (
+            None if timeout is None else asyncio.get_running_loop().time() + timeout
+        )
         while True:
             if self._index < s.produced:
                 fut = s.futures.pop(self._index)
@@ -680,17 +694,15 @@ class FutureGenerator:
                 continue
 
 
-async def _driver_error(driver: Future) -> BaseException:
+async def _driver_error(driver: Future[Any]) -> BaseException:
     """The exception of a driver task that erred or was cancelled."""
     st = await _compat.future_done(driver)
     if st.status == "error":
         # Raise a copy: raising the stored exception would chain this frame's
         # traceback (and so the Futures it references) into the client's state.
         exc: BaseException = st.exception
-        try:
+        with contextlib.suppress(Exception):
             exc = copy.copy(exc)
-        except Exception:
-            pass
         if st.traceback is not None:
             exc = exc.with_traceback(st.traceback)
         return exc
@@ -700,7 +712,7 @@ async def _driver_error(driver: Future) -> BaseException:
 # ----------------------------------------------------------------- DynamicFuture
 
 
-class DynamicFuture(Future):  # type: ignore[misc]
+class DynamicFuture(Future[Any]):
     """The one Future of a ``num_returns='dynamic'`` call.
 
     Its :meth:`result` is the list of item Futures, once the generator has
@@ -720,17 +732,17 @@ class DynamicFuture(Future):  # type: ignore[misc]
         client: Client,
         *,
         stream: _StreamState,
-        _driver: Future,
+        _driver: Future[Any],
     ) -> None:
         super().__init__(key, client)
         self._stream = stream
         self._keep = _driver
 
-    def result(self, timeout: Timeout = None) -> Any:  # type: ignore[override]
+    def result(self, timeout: Timeout = None) -> Any:
         """The list of item Futures (waits for the generator to end)."""
         return self.client.sync(self._items, callback_timeout=parse_timedelta(timeout))
 
-    async def _items(self) -> list[Future]:
+    async def _items(self) -> list[Future[Any]]:
         st = await _compat.future_done(self._keep)
         if st.status == "error":
             raise await _driver_error(self._keep)
@@ -742,7 +754,7 @@ class DynamicFuture(Future):  # type: ignore[misc]
             s.event().clear()
         return [s.futures[i] for i in range(s.produced)]
 
-    def cancel(self, reason: str | None = None, msg: str | None = None) -> Any:
+    def cancel(self, reason: Any = None, msg: Any = None, **kwargs: Any) -> Any:
         """Stop the generator at its next yield."""
         _compat.send_to_scheduler(
             self.client, {"op": "daskgen-cancel", "gen_id": self._stream.gen_id}

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import dask
 import numpy as np
+from dask.delayed import delayed
 from distributed import Future
 
 from daskgen.client import DynamicFuture, FutureGenerator
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["as_array", "as_bag", "as_dataframe"]
 
 
-def _futures(items: Any, what: str) -> list[Future]:
+def _futures(items: Any, what: str) -> list[Future[Any]]:
     """The item Futures of a static call, a finished stream or a dynamic call."""
     if isinstance(items, DynamicFuture):
         items = items.result()
@@ -100,14 +100,14 @@ def as_array(
                 "asynchronous client pass shapes= and dtype=."
             )
         info = client.gather(client.map(_describe, futs, pure=False))
-        for i, (kind, shape, dt) in enumerate(info):
+        for i, (kind, _, _) in enumerate(info):
             if kind != "array":
                 raise TypeError(
                     f"as_array needs numpy arrays; item {i} is a {kind}. Use "
                     "daskgen.as_bag for other values."
                 )
         if shapes is None:
-            shapes = [s for _, s, _ in info]  # type: ignore[misc]
+            shapes = [s for _, s, _ in info]
         if dtype is None:
             dtypes = {dt for _, _, dt in info}
             if len(dtypes) > 1:
@@ -115,7 +115,7 @@ def as_array(
                     f"the items have different dtypes {sorted(dtypes)}; pass "
                     "dtype= to convert them, or yield one dtype."
                 )
-            dtype = np.dtype(dtypes.pop())  # type: ignore[arg-type]
+            dtype = np.dtype(dtypes.pop())
     assert shapes is not None
     if len(shapes) != len(futs):
         raise ValueError(f"got {len(shapes)} shapes for {len(futs)} items")
@@ -133,7 +133,7 @@ def as_array(
             f"axis {axis}, so they cannot be concatenated along it"
         )
     parts = [
-        da.from_delayed(dask.delayed(f), shape=tuple(s), dtype=dtype)
+        da.from_delayed(delayed(f), shape=tuple(s), dtype=dtype)
         for f, s in zip(futs, shapes, strict=True)
     ]
     return da.concatenate(parts, axis=axis)
@@ -159,8 +159,8 @@ def as_bag(items: Any, *, partitions: bool = False) -> dask.bag.Bag:
 
     futs = _futures(items, "as_bag")
     if partitions:
-        return db.from_delayed([dask.delayed(f) for f in futs])
-    return db.from_delayed([dask.delayed(_one)(f) for f in futs])
+        return db.from_delayed([delayed(f) for f in futs])
+    return db.from_delayed([delayed(_one)(f) for f in futs])
 
 
 def _one(x: Any) -> list[Any]:
@@ -189,7 +189,7 @@ def as_dataframe(items: Any, *, meta: Any = None) -> Any:
     if meta is None:
         client = futs[0].client
         meta = client.submit(_meta, futs[0], pure=False).result()
-    return dd.from_delayed([dask.delayed(f) for f in futs], meta=meta)
+    return dd.from_delayed([delayed(f) for f in futs], meta=meta)
 
 
 def _meta(x: Any) -> Any:

@@ -226,7 +226,7 @@ def _plugin_of(server: Any) -> GeneratorSchedulerPlugin | None:
     plugin = extensions.get(PLUGIN_NAME)
     if plugin is None or plugin not in live_plugins():
         return None
-    return plugin  # type: ignore[no-any-return]
+    return plugin
 
 
 def rows(plugin: GeneratorSchedulerPlugin) -> list[dict[str, Any]]:

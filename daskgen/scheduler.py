@@ -15,7 +15,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
@@ -154,8 +154,13 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         from daskgen.worker import GeneratorWorkerPlugin
 
         dashboard.install(scheduler, self)
+        from distributed.protocol import pickle
+
         await scheduler.register_worker_plugin(
-            None, GeneratorWorkerPlugin(), name=PLUGIN_NAME, idempotent=True
+            None,
+            pickle.dumps(GeneratorWorkerPlugin()),
+            name=PLUGIN_NAME,
+            idempotent=True,
         )
 
     async def close(self) -> None:
@@ -200,7 +205,9 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
                 num_returns=meta.get("num_returns"),
                 backpressure=meta.get("backpressure"),
                 max_retries=int(meta["max_retries"]),
-                pseudo=None if meta["mode"] == "dynamic" else f"daskgen-{meta['gen_id']}",
+                pseudo=None
+                if meta["mode"] == "dynamic"
+                else f"daskgen-{meta['gen_id']}",
             )
             self.generators[g.gen_id] = g
             self.by_driver[key] = g
@@ -225,14 +232,12 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
             # The driver's own released -> waiting happens right after this
             # hook; the items follow on the next tick so that they don't drag
             # the driver through released again.
-            asyncio.get_running_loop().call_soon(
-                self._wait_items, to_wait, stimulus_id
-            )
+            asyncio.get_running_loop().call_soon(self._wait_items, to_wait, stimulus_id)
 
     def _wait_items(self, keys: list[Any], stimulus_id: str) -> None:
         assert self.scheduler is not None
         tasks = self.scheduler.tasks
-        recs = {
+        recs: dict[Any, Any] = {
             k: "waiting"
             for k in keys
             if (ts := tasks.get(k)) is not None and ts.state == "released"
@@ -288,7 +293,11 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
                     drop.append(i)  # released before it was produced
                 else:
                     ts = _compat.create_item(
-                        s, key, _item_spec(key, g.driver, i), dts, (*dts.priority, i)
+                        s,
+                        key,
+                        _item_spec(key, g.driver, i),
+                        dts,
+                        (*(dts.priority or ()), i),
                     )
                     new.append(ts)
                     complete.append((ts, nbytes, typ, typename))
@@ -358,7 +367,7 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         key = g.item_key(count)
         if key not in s.tasks and not g.abandoned:
             spec = _compat.Task(key, _raise_error, _compat.TaskRef(dts.key), error)
-            ts = _compat.create_item(s, key, spec, dts, (*dts.priority, count))
+            ts = _compat.create_item(s, key, spec, dts, (*(dts.priority or ()), count))
             s.client_desires_keys([key], g.client)
             s.transitions({key: "waiting"}, f"daskgen-error-{time.time()}")
             s.client_send(
@@ -495,7 +504,7 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
             return
         s = self.scheduler
         dts = s.tasks.get(g.driver) if s else None
-        if dts is None or dts.exception is not exc:
+        if dts is None or cast(Any, dts.exception) is not exc:
             return
         deaths = g.max_retries + 1
         new = GeneratorKilledError(

@@ -50,7 +50,7 @@ def get(x: Any, timeout: Timeout = None) -> Any:
 
 
 def wait(
-    items: Sequence[Future | FutureGenerator],
+    items: Sequence[Future[Any] | FutureGenerator],
     num_returns: int = 1,
     timeout: Timeout = None,
 ) -> Any:
@@ -79,19 +79,17 @@ def wait(
         )
     if not items:
         return [], []
-    client = (
-        items[0].client if isinstance(items[0], Future) else items[0]._client
-    )
+    client = items[0].client if isinstance(items[0], Future) else items[0]._client
     return client.sync(_wait, items, num_returns, parse_timedelta(timeout))
 
 
-def _ready(x: Future | FutureGenerator) -> bool:
+def _ready(x: Future[Any] | FutureGenerator) -> bool:
     if isinstance(x, FutureGenerator):
         return x.next_ready()
     return bool(x.done())
 
 
-async def _wait_one(x: Future | FutureGenerator) -> None:
+async def _wait_one(x: Future[Any] | FutureGenerator) -> None:
     if isinstance(x, FutureGenerator):
         state = x._state
         while not x.next_ready():
@@ -103,11 +101,9 @@ async def _wait_one(x: Future | FutureGenerator) -> None:
 
 
 async def _wait(
-    items: list[Future | FutureGenerator], num_returns: int, timeout: float | None
+    items: list[Future[Any] | FutureGenerator], num_returns: int, timeout: float | None
 ) -> tuple[list[Any], list[Any]]:
-    pending = {
-        asyncio.ensure_future(_wait_one(x)): x for x in items if not _ready(x)
-    }
+    pending = {asyncio.ensure_future(_wait_one(x)): x for x in items if not _ready(x)}
     try:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout

@@ -296,7 +296,9 @@ class Driver:
         if end is not None and self.held is not None and "error" not in end:
             self.notes.append(self.held)
             self.held = None
-        if not self.inflight and (self.notes or (end is not None and not self.done.is_set())):
+        if not self.inflight and (
+            self.notes or (end is not None and not self.done.is_set())
+        ):
             self.inflight = True
             asyncio.ensure_future(self._send())
 
@@ -349,7 +351,9 @@ class Driver:
 
     def _drop(self, indices: list[int]) -> None:
         keys = [(self.prefix, i) for i in indices]
-        keys = [k for k in keys if _compat.worker_task_state(self.worker, k) == "memory"]
+        keys = [
+            k for k in keys if _compat.worker_task_state(self.worker, k) == "memory"
+        ]
         if keys:
             _compat.free_local(self.worker, keys, f"daskgen-drop-{time.time()}")
 

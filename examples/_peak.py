@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import psutil
@@ -21,10 +22,8 @@ class PeakRSS:
         while not self._stop.wait(0.01):
             rss = 0
             for child in me.children(recursive=True):
-                try:
+                with contextlib.suppress(psutil.Error):
                     rss = max(rss, child.memory_info().rss)
-                except psutil.Error:
-                    pass
             self.peak = max(self.peak, rss)
 
     def __enter__(self) -> PeakRSS:

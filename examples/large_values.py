@@ -15,11 +15,11 @@ import argparse
 import time
 
 import numpy as np
+from _peak import PeakRSS, spilled_bytes
 from dask.utils import format_bytes, parse_bytes
 from distributed import Client, KilledWorker, LocalCluster, wait
 
 import daskgen
-from _peak import PeakRSS, spilled_bytes
 
 
 @daskgen.remote(max_retries=0)
@@ -61,13 +61,16 @@ def main(argv: list[str] | None = None) -> None:
         f"with memory_limit={format_bytes(limit)}"
     )
 
-    with LocalCluster(
-        n_workers=1,
-        threads_per_worker=1,
-        memory_limit=limit,
-        processes=True,
-        dashboard_address=":0",
-    ) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=1,
+            threads_per_worker=1,
+            memory_limit=limit,
+            processes=True,
+            dashboard_address=":0",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         # Worker will likely OOM using normal returns.
         print("Using normal functions...")
         with PeakRSS() as rss:

@@ -16,11 +16,11 @@ import argparse
 import time
 
 import numpy as np
+from _peak import PeakRSS, spilled_bytes
 from dask.utils import format_bytes, parse_bytes
 from distributed import Client, LocalCluster, wait
 
 import daskgen
-from _peak import PeakRSS, spilled_bytes
 
 
 def chunk(i: int, rows: int, cols: int) -> np.ndarray:
@@ -49,13 +49,16 @@ def main(argv: list[str] | None = None) -> None:
         f"({format_bytes(n * rows * cols * 4)}) on a worker with "
         f"memory_limit={args.memory_limit}"
     )
-    with LocalCluster(
-        n_workers=1,
-        threads_per_worker=2,
-        memory_limit=args.memory_limit,
-        processes=True,
-        dashboard_address=":0",
-    ) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=1,
+            threads_per_worker=2,
+            memory_limit=args.memory_limit,
+            processes=True,
+            dashboard_address=":0",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         t0 = time.time()
         with PeakRSS() as rss:
             refs = daskgen.submit(chunks, n, rows, cols, num_returns=n)
@@ -74,9 +77,13 @@ def main(argv: list[str] | None = None) -> None:
     expected_sq = sum(
         (chunk(i, rows, cols).astype(np.float64) ** 2).sum() for i in range(n)
     )
-    ok = np.isclose(total, expected, rtol=1e-6) and np.isclose(sq, expected_sq, rtol=1e-6)
-    print(f"sum {total:.6g} (numpy {expected:.6g}), sum of squares {sq:.6g} "
-          f"(numpy {expected_sq:.6g}): {'match' if ok else 'MISMATCH'}")
+    ok = np.isclose(total, expected, rtol=1e-6) and np.isclose(
+        sq, expected_sq, rtol=1e-6
+    )
+    print(
+        f"sum {total:.6g} (numpy {expected:.6g}), sum of squares {sq:.6g} "
+        f"(numpy {expected_sq:.6g}): {'match' if ok else 'MISMATCH'}"
+    )
     print(
         f"peak worker RSS {format_bytes(rss.peak)} (limit {args.memory_limit}), "
         f"spilled {format_bytes(spilled)}, {elapsed:.1f} s"

@@ -4,9 +4,10 @@ gen_cluster test, so daskgen's config defaults must already be registered."""
 
 from __future__ import annotations
 
-import daskgen  # noqa: F401  (must precede distributed.utils_test)
 import dask
 import pytest
+
+import daskgen  # noqa: F401  (must precede distributed.utils_test)
 
 dask.config.set(
     {

@@ -6,8 +6,8 @@ import asyncio
 import gc
 import pickle
 import re
-import traceback
 import time
+import traceback
 
 import pytest
 from distributed import Event, Future, as_completed, wait
@@ -36,8 +36,7 @@ async def aproduce(n):
 
 
 def boom(n):
-    for i in range(n):
-        yield i
+    yield from range(n)
     raise ZeroDivisionError("boom after yields")
 
 
@@ -69,7 +68,9 @@ async def assert_clean(c, s, *workers):
     await async_poll_for(
         lambda: not s.tasks,
         timeout=5,
-        fail_func=lambda: print({k: (ts.state, ts.who_wants) for k, ts in s.tasks.items()}),
+        fail_func=lambda: print(
+            {k: (ts.state, ts.who_wants) for k, ts in s.tasks.items()}
+        ),
     )
     await async_poll_for(lambda: not ext.generators, timeout=5)
     assert set(s.clients) <= {"fire-and-forget", c.id}
@@ -320,14 +321,19 @@ async def test_backpressure(c, s, a, b):
     await daskgen.install(c)
     gen = daskgen.submit(produce, 20, backpressure=3)
     ext = s.extensions["daskgen"]
-    await async_poll_for(lambda: ext.generators and next(iter(ext.generators.values())).state == "paused", 5)
+    await async_poll_for(
+        lambda: (
+            ext.generators and next(iter(ext.generators.values())).state == "paused"
+        ),
+        5,
+    )
     g = next(iter(ext.generators.values()))
     await asyncio.sleep(0.2)
     assert g.produced == 3
     for taken in range(1, 8):
         f = await gen.__anext__()
         assert await f == (taken - 1) * 10
-        await async_poll_for(lambda: g.produced == min(20, taken + 3), 5)
+        await async_poll_for(lambda g=g, t=taken: g.produced == min(20, t + 3), 5)
         await asyncio.sleep(0.05)
         assert g.produced - taken <= 3
     assert g.pauses >= 1
@@ -392,7 +398,7 @@ async def test_cancel_static_items(c, s, a, b):
     ext = s.extensions["daskgen"]
     (g,) = ext.generators.values()
     await c.cancel(refs)
-    await async_poll_for(lambda: g.cancelled, timeout=5)
+    await async_poll_for(lambda g=g: g.cancelled, timeout=5)
     await ev.set()
     await async_poll_for(lambda: not ext.generators, timeout=5)
     (info,) = ext.history
@@ -409,8 +415,7 @@ async def test_dropped_items_freed_generator_completes(c, s, a, b):
     from distributed import Variable
 
     def count_to(n):
-        for i in range(n):
-            yield i
+        yield from range(n)
         Variable("done-var").set(n)
 
     refs = daskgen.submit(count_to, 5, num_returns=5)

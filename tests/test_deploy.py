@@ -90,7 +90,9 @@ def count(n, delay=0.0):
 def test_cli_cluster(cli_cluster):
     c = cli_cluster
     # the preload installed the plugin before any client asked for it
-    assert c.run_on_scheduler(lambda dask_scheduler: "daskgen" in dask_scheduler.plugins)
+    assert c.run_on_scheduler(
+        lambda dask_scheduler: "daskgen" in dask_scheduler.plugins
+    )
     assert c.gather(daskgen.submit(count, 3, num_returns=3)) == [0, 1, 2]
     assert c.gather(daskgen.submit(count, 4, num_returns="dynamic").result()) == [
         0,
@@ -104,9 +106,9 @@ def test_cli_cluster(cli_cluster):
         got.append(fut.result())
         if len(got) == 5:
             addr = c.run_on_scheduler(
-                lambda dask_scheduler, k=gen.key: dask_scheduler.tasks[
-                    k
-                ].processing_on.address
+                lambda dask_scheduler, k=gen.key: (
+                    dask_scheduler.tasks[k].processing_on.address
+                )
             )
             os.kill(c.run(os.getpid, workers=[addr])[addr], signal.SIGKILL)
     assert got == list(range(40))
@@ -129,19 +131,24 @@ def consume_slowly(c, handle, mode):
 def test_load_50_generators(tmp_path):
     """50 concurrent generators of 100 items, mixed modes, 2 one-thread
     workers, some slow consumers: all finish, scheduler state valid."""
-    with LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        memory_limit="500MiB",
-        processes=True,
-        dashboard_address=":0",
-    ) as cluster, Client(cluster) as c:
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            memory_limit="500MiB",
+            processes=True,
+            dashboard_address=":0",
+        ) as cluster,
+        Client(cluster) as c,
+    ):
         modes = ["streaming", "dynamic", "static"] * 17
         handles = []
         for i, mode in enumerate(modes[:50]):
             nr = 100 if mode == "static" else mode
             bp = 5 if mode == "streaming" and i % 2 else None
-            handles.append((mode, daskgen.submit(count, 100, num_returns=nr, backpressure=bp)))
+            handles.append(
+                (mode, daskgen.submit(count, 100, num_returns=nr, backpressure=bp))
+            )
         start = time.time()
         for mode, h in handles:
             assert consume_slowly(c, h, mode) == list(range(100))

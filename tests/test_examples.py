@@ -26,7 +26,13 @@ def run(script: str, *args: str) -> str:
 
 def test_large_values_demo():
     out = run(
-        "large_values.py", "--num-returns", "8", "--item-mb", "40", "--memory-limit", "300MiB"
+        "large_values.py",
+        "--num-returns",
+        "8",
+        "--item-mb",
+        "40",
+        "--memory-limit",
+        "300MiB",
     )
     lines = out.splitlines()
     assert "Worker failed with normal function" in lines

@@ -13,7 +13,7 @@ import threading
 import time
 
 import pytest
-from distributed import Client, Event, KilledWorker, LocalCluster, Variable, wait
+from distributed import Client, Event, KilledWorker, LocalCluster, wait
 
 import daskgen
 from daskgen.exceptions import GeneratorCancelledError, ReplayInconsistentError
@@ -23,13 +23,16 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def nanny_client():
-    with LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        memory_limit="400MiB",
-        processes=True,
-        dashboard_address=":0",
-    ) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            memory_limit="400MiB",
+            processes=True,
+            dashboard_address=":0",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         yield client
         gc.collect()
         assert_clean(client)
@@ -50,9 +53,11 @@ def assert_clean(client, timeout=10):
         state = client.run_on_scheduler(_scheduler_state)
         data = client.run(lambda dask_worker: len(dask_worker.data))
         drivers = client.run(
-            lambda dask_worker: len(dask_worker.extensions["daskgen"].drivers)
-            if "daskgen" in dask_worker.extensions
-            else 0
+            lambda dask_worker: (
+                len(dask_worker.extensions["daskgen"].drivers)
+                if "daskgen" in dask_worker.extensions
+                else 0
+            )
         )
         clean = (
             state["tasks"] == 0
@@ -134,7 +139,7 @@ def test_worker_killed_no_retries(nanny_client):
     other = next(w for w in c.scheduler_info()["workers"] if w != addr)
     c.replicate(refs[:1], workers=[other])  # item 0 is also held elsewhere
     kill_worker(c, addr)
-    poll(lambda: all(r.status == "error" for r in refs[1:]))
+    poll(lambda refs=refs: all(r.status == "error" for r in refs[1:]))
     for r in refs[1:]:
         # .exception(), not .result(): a raised exception's traceback would
         # keep the Future alive for the leak check (distributed does this too)
@@ -298,7 +303,6 @@ def test_drop_handles_before_production(nanny_client):
 
 
 def test_cancel_while_paused(nanny_client):
-    c = nanny_client
     gen = daskgen.submit(slow_count, 100, 0.0, backpressure=2)
     next(gen)
     time.sleep(0.3)

@@ -5,7 +5,6 @@ with the worker's memory bounded (spilling what the caller holds)."""
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import psutil
@@ -23,13 +22,16 @@ LIMIT = "512MiB"
 
 @pytest.fixture
 def mem_client():
-    with LocalCluster(
-        n_workers=1,
-        threads_per_worker=1,
-        memory_limit=LIMIT,
-        processes=True,
-        dashboard_address=":0",
-    ) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=1,
+            threads_per_worker=1,
+            memory_limit=LIMIT,
+            processes=True,
+            dashboard_address=":0",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         yield client
 
 
@@ -104,7 +106,7 @@ def test_static_held_spills(mem_client):
     (spilled,) = c.run(_spilled).values()
     assert spilled >= N * ITEM - 512 * 2**20  # the rest went to disk
     assert c.submit(np.max, refs[-1]).result() == (N - 1) % 127
-    del refs
+    refs.clear()
 
 
 def test_list_returning_is_killed(mem_client):

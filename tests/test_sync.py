@@ -110,7 +110,6 @@ def test_async_iteration_on_sync_client(client):
     with pytest.raises(InvalidStateError, match="asynchronous client"):
         asyncio.run(consume())
     list(gen)
-    del gen
 
 
 # ---------------------------------------------------------------- bad input
