@@ -712,7 +712,7 @@ async def _driver_error(driver: Future[Any]) -> BaseException:
 # ----------------------------------------------------------------- DynamicFuture
 
 
-class DynamicFuture(Future[Any]):
+class DynamicFuture(Future):  # type: ignore[type-arg]  # Future is generic only in newer distributed
     """The one Future of a ``num_returns='dynamic'`` call.
 
     Its :meth:`result` is the list of item Futures, once the generator has

@@ -18,7 +18,7 @@ Both ``KilledWorker`` subclasses are caught by code that catches Dask's own
 
 from __future__ import annotations
 
-from asyncio import CancelledError
+from concurrent.futures import CancelledError
 from typing import Any
 
 from distributed import KilledWorker
@@ -58,6 +58,9 @@ class ReplayInconsistentError(DaskgenError, RuntimeError):
 
 class GeneratorCancelledError(DaskgenError, CancelledError):
     """The generator call was cancelled before it ended.
+
+    A ``concurrent.futures.CancelledError`` (what distributed raises for a
+    cancelled Future), not asyncio's, which would read as task cancellation.
 
     Raised by ``next()`` on a cancelled :class:`~daskgen.FutureGenerator`, and by
     the items of a static call that were not produced before the cancellation.

@@ -293,9 +293,6 @@ class Driver:
                 else:
                     self.notes.append(note)
             del data, batch, value
-        if end is not None and self.held is not None and "error" not in end:
-            self.notes.append(self.held)
-            self.held = None
         if not self.inflight and (
             self.notes or (end is not None and not self.done.is_set())
         ):
@@ -313,7 +310,12 @@ class Driver:
                 if not notes and last is None:
                     break
                 if last is not None and self.held is not None:
-                    self._drop([self.held[0]])
+                    # A static call's last item goes with the end, so that a
+                    # generator yielding more than N values errs it instead.
+                    if "error" in last:
+                        self._drop([self.held[0]])
+                    else:
+                        notes.append(self.held)
                     self.held = None
                 reply = await self.worker.scheduler.daskgen_produced(
                     gen_id=self.gen_id,
