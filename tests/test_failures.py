@@ -343,3 +343,51 @@ def test_chaos(nanny_client):
     assert got == [i * 2 for i in range(200)]
     assert len(kills) >= 1
     del gen
+
+
+def hang_after_one():
+    yield 1
+    time.sleep(60)
+    yield 2
+
+
+def test_max_retries_counts_deaths(nanny_client):
+    """max_retries=1: the first death re-runs the generator, the second fails
+    it, whatever the cluster's allowed-failures (3) says."""
+    c = nanny_client
+    refs = daskgen.submit(hang_after_one, num_returns=2, max_retries=1)
+    assert refs[0].result(timeout=30) == 1
+    key = _driver_key(refs[0])
+    kill_worker(c, driver_worker(c, key))
+    poll(
+        lambda: (
+            c.run_on_scheduler(
+                lambda dask_scheduler, k=key: (
+                    dask_scheduler.extensions["daskgen"].by_driver[k].attempts
+                )
+            )
+            == 2
+        )
+    )
+    assert refs[0].result(timeout=30) == 1  # recomputed by the re-run
+    kill_worker(c, driver_worker(c, key))
+    poll(lambda refs=refs: refs[1].status == "error")
+    exc = refs[1].exception()
+    assert isinstance(exc, daskgen.GeneratorKilledError)
+    assert isinstance(exc, KilledWorker)
+    assert "died 2 times, and max_retries=1 allows 1 re-run." in str(exc)
+    del refs, exc
+
+
+def die_in_plain():
+    time.sleep(60)
+
+
+def test_max_retries_plain_function(nanny_client):
+    c = nanny_client
+    fut = daskgen.submit(die_in_plain, max_retries=0)
+    addr = driver_worker(c, fut.key)
+    kill_worker(c, addr)
+    poll(lambda: fut.status == "error")
+    assert isinstance(fut.exception(), KilledWorker)
+    del fut
