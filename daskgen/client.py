@@ -737,6 +737,8 @@ class DynamicFuture(Future):  # type: ignore[type-arg]  # Future is generic only
         super().__init__(key, client)
         self._stream = stream
         self._keep = _driver
+        # Dropped: free the items the stream state holds for it.
+        weakref.finalize(self, stream.abandon)
 
     def result(self, timeout: Timeout = None) -> Any:
         """The list of item Futures (waits for the generator to end)."""

@@ -483,16 +483,27 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
                     },
                 )
             if finish == "erred":
-                self._explain_killed(g, kw)
+                g.error = (
+                    self._explain_killed(g.driver, g.name, g.max_retries, kw) or g.error
+                )
                 self._orphan(g)
             asyncio.get_running_loop().call_soon(self._release_pseudo, g)
         elif finish == "forgotten":
             self._forget(g)
         elif start == "processing" and finish in ("released", "waiting"):
             self._end_pause(g, now)
-            g.state = "waiting"  # worker died or retry: runs again
+            cur = s.tasks.get(g.driver)
+            if cur is not None and not cur.who_wants and not cur.waiters:
+                # Nobody wants it any more (a dropped or cancelled dynamic call):
+                # the worker cancels the driver, which stops at its next yield.
+                g.cancelled = True
+                g.state = "cancelled"
+            else:
+                g.state = "waiting"  # worker died or retry: runs again
 
-    def _explain_killed(self, g: GenState, kw: dict[str, Any]) -> None:
+    def _explain_killed(
+        self, key: Any, name: str, max_retries: int, kw: dict[str, Any]
+    ) -> str | None:
         """Replace Dask's KilledWorker, which counts the global allowed-failures,
         with one that counts this call's max_retries (before the items err)."""
         from distributed.protocol import pickle
@@ -501,24 +512,24 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
 
         exc = kw.get("exception")
         if not isinstance(exc, bytes) or b"KilledWorker" not in exc:
-            return
+            return None
         s = self.scheduler
-        dts = s.tasks.get(g.driver) if s else None
-        if dts is None or cast(Any, dts.exception) is not exc:
-            return
-        deaths = g.max_retries + 1
+        ts = s.tasks.get(key) if s else None
+        if ts is None or cast(Any, ts.exception) is not exc:
+            return None
+        deaths = max_retries + 1
         new = GeneratorKilledError(
-            f"the worker running {g.name!r} (task {g.driver!r}) died "
+            f"the worker running {name!r} (task {key!r}) died "
             f"{deaths} time{'s' if deaths > 1 else ''}, and max_retries="
-            f"{g.max_retries} allows {g.max_retries} re-run"
-            f"{'s' if g.max_retries != 1 else ''}. The last worker was "
+            f"{max_retries} allows {max_retries} re-run"
+            f"{'s' if max_retries != 1 else ''}. The last worker was "
             f"{kw.get('worker')}. A worker usually dies for exceeding its memory "
             "limit: check the worker logs, yield smaller values, or give workers "
             "more memory. See https://distributed.dask.org/en/stable/killed.html"
         )
-        dts.exception = pickle.dumps(new)
-        dts.exception_text = repr(new)
-        g.error = f"GeneratorKilledError: {new}"
+        ts.exception = pickle.dumps(new)
+        ts.exception_text = repr(new)
+        return f"GeneratorKilledError: {new}"
 
     def _orphan(self, g: GenState) -> None:
         """The driver failed for good: its produced items cannot be recomputed."""

@@ -221,6 +221,7 @@ class Driver:
         end: dict[str, Any] = {"count": i}
         if error is not None:
             end.update(_error_payload(error))
+            end["extra"] = isinstance(error, NumReturnsError) and i == self.num_returns
             end["retryable"] = self._retryable(error)
             end["cancelled"] = isinstance(error, GeneratorCancelledError)
         if self.error is not None:
@@ -312,7 +313,7 @@ class Driver:
                 if last is not None and self.held is not None:
                     # A static call's last item goes with the end, so that a
                     # generator yielding more than N values errs it instead.
-                    if "error" in last:
+                    if last.get("extra"):
                         self._drop([self.held[0]])
                     else:
                         notes.append(self.held)

@@ -76,7 +76,7 @@ async def assert_clean(c, s, *workers):
     assert set(s.clients) <= {"fire-and-forget", c.id}
     for w in workers:
         await async_poll_for(lambda w=w: not w.data, timeout=5)
-        assert not w.extensions["daskgen"].drivers
+        await async_poll_for(lambda w=w: not w.extensions["daskgen"].drivers, 5)
 
 
 # ------------------------------------------------------------------ static N
@@ -466,4 +466,37 @@ async def test_print_reaches_caller_only(c, s, a, b, capsys=None):
     msg = received[0][1]
     assert msg["name"] == "talk" and msg["text"] == "yielded return value 0\n"
     assert isinstance(msg["pid"], int)
+    await assert_clean(c, s, a, b)
+
+
+@gen_cluster(client=True)
+async def test_dropped_dynamic_future_stops_and_frees(c, s, a, b):
+    await daskgen.install(c)
+    ref = daskgen.submit(gated, 10, "never-dyn", 3, num_returns="dynamic")
+    ext = s.extensions["daskgen"]
+    await async_poll_for(
+        lambda: ext.generators and next(iter(ext.generators.values())).produced == 3,
+        5,
+    )
+    del ref
+    await async_poll_for(lambda: not ext.generators, timeout=5)
+    assert ext.history[-1]["state"] == "cancelled"
+    assert not c.futures
+    await Event("never-dyn").set()
+    await assert_clean(c, s, a, b)
+
+
+def exactly_then_raise():
+    yield 1
+    yield 2
+    raise KeyError("after the last value")
+
+
+@gen_cluster(client=True)
+async def test_static_raise_after_n_keeps_values(c, s, a, b):
+    """Ray: a generator that yields N values and then raises keeps all N."""
+    await daskgen.install(c)
+    refs = daskgen.submit(exactly_then_raise, num_returns=2)
+    assert await c.gather(refs) == [1, 2]
+    del refs
     await assert_clean(c, s, a, b)
