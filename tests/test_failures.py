@@ -388,7 +388,7 @@ def test_max_retries_plain_function(nanny_client):
     fut = daskgen.submit(die_in_plain, max_retries=0)
     addr = driver_worker(c, fut.key)
     kill_worker(c, addr)
-    poll(lambda: fut.status == "error")
+    poll(lambda fut=fut: fut.status == "error")
     # Dask's own KilledWorker: a plain task has no items whose error daskgen
     # could word (its message counts the global allowed-failures)
     assert isinstance(fut.exception(), KilledWorker)
