@@ -15,7 +15,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import timedelta
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 from dask.base import annotate
 from dask.utils import funcname, parse_timedelta
@@ -29,9 +29,6 @@ from daskgen.exceptions import (
 )
 from daskgen.scheduler import ANNOTATION, GeneratorSchedulerPlugin
 from daskgen.worker import run_driver
-
-if TYPE_CHECKING:
-    pass
 
 NumReturns: TypeAlias = "int | Literal['streaming', 'dynamic'] | None"
 Timeout: TypeAlias = "float | str | timedelta | None"

@@ -185,7 +185,6 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         metas = annotations.get(ANNOTATION)
         if not metas:
             return
-        to_wait: list[Any] = []
         for key, meta in metas.items():
             ts = scheduler.tasks.get(key)
             if ts is None or key in self.by_driver:
@@ -217,32 +216,17 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
                 # drops every handle. The pseudo-client lets go when it ends.
                 scheduler.client_desires_keys([key], g.pseudo)
             if g.mode == "static" and g.num_returns:
+                # The N items exist from now on (the caller's Futures, and
+                # dependents submitted before they are produced, refer to
+                # them) but stay released: moving 10,000 tasks to waiting up
+                # front would delay the driver. Each goes released -> waiting
+                # -> memory when it is produced (or errs with the driver).
                 prio = ts.priority or (0, 0, 0)
-                items = []
-                for i in range(g.num_returns):
-                    ikey = g.item_key(i)
-                    items.append(
-                        _compat.create_item(
-                            scheduler, ikey, _item_spec(ikey, key, i), ts, (*prio, i)
-                        )
-                    )
-                scheduler.client_desires_keys([its.key for its in items], client)
-                to_wait.extend(its.key for its in items)
-        if to_wait:
-            # The driver's own released -> waiting happens right after this
-            # hook; the items follow on the next tick so that they don't drag
-            # the driver through released again.
-            asyncio.get_running_loop().call_soon(self._wait_items, to_wait, stimulus_id)
-
-    def _wait_items(self, keys: list[Any], stimulus_id: str) -> None:
-        assert self.scheduler is not None
-        tasks = self.scheduler.tasks
-        recs: dict[Any, Any] = {
-            k: "waiting"
-            for k in keys
-            if (ts := tasks.get(k)) is not None and ts.state == "released"
-        }
-        self.scheduler.transitions(recs, stimulus_id)
+                keys = [g.item_key(i) for i in range(g.num_returns)]
+                for i, ikey in enumerate(keys):
+                    spec = _item_spec(ikey, key, i)
+                    _compat.create_item(scheduler, ikey, spec, ts, (*prio, i))
+                scheduler.client_desires_keys(keys, client)
 
     # ------------------------------------------------------- driver -> scheduler
 
@@ -487,6 +471,7 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
                     self._explain_killed(g.driver, g.name, g.max_retries, kw) or g.error
                 )
                 self._orphan(g)
+                asyncio.get_running_loop().call_soon(self._err_unproduced, g)
             asyncio.get_running_loop().call_soon(self._release_pseudo, g)
         elif finish == "forgotten":
             self._forget(g)
@@ -530,6 +515,20 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         ts.exception = pickle.dumps(new)
         ts.exception_text = repr(new)
         return f"GeneratorKilledError: {new}"
+
+    def _err_unproduced(self, g: GenState) -> None:
+        """Items never produced (still released) err with the driver's error,
+        as the waiting ones did through the dependency."""
+        s = self.scheduler
+        dts = s.tasks.get(g.driver) if s else None
+        if s is None or dts is None or dts.state != "erred":
+            return
+        recs: dict[Any, Any] = {}
+        for ts in dts.dependents:
+            if ts.state == "released" and (ts.who_wants or ts.waiters):
+                ts.exception_blame = dts.exception_blame or dts
+                recs[ts.key] = "erred"
+        s.transitions(recs, f"daskgen-unproduced-{time.time()}")
 
     def _orphan(self, g: GenState) -> None:
         """The driver failed for good: its produced items cannot be recomputed."""
