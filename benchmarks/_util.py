@@ -136,7 +136,9 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
 
     def line(r: Sequence[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"
+        return (
+            "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
+        )
 
     print(line(cells[0]))
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
@@ -157,8 +159,10 @@ class RSSSampler:
 
     ``procs`` returns the processes to sample; it is called again every
     ``refresh`` seconds (so it can discover Ray workers that start later).
-    ``peak`` is the highest RSS of any single process seen; ``last`` the RSS
-    of each process at its last sample (its size when it died, if it did).
+    ``peak`` is the highest RSS of any single process seen; ``peak_private``
+    the highest RSS minus its shared pages (shared libraries and mapped
+    shared memory, e.g. Ray's object store); ``last`` the RSS of each process
+    at its last sample (its size when it died, if it did).
     """
 
     def __init__(
@@ -171,6 +175,7 @@ class RSSSampler:
         self.interval = interval
         self.refresh = refresh
         self.peak = 0
+        self.peak_private = 0
         self.last: dict[int, int] = {}
         self.died: set[int] = set()
         self._stop = threading.Event()
@@ -189,12 +194,19 @@ class RSSSampler:
                 if p.pid in self.died:
                     continue
                 try:
-                    rss = p.memory_info().rss
-                except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+                    mi = p.memory_info()
+                except (
+                    psutil.NoSuchProcess,
+                    psutil.ZombieProcess,
+                    psutil.AccessDenied,
+                ):
                     self.died.add(p.pid)
                     continue
-                self.last[p.pid] = rss
-                self.peak = max(self.peak, rss)
+                if mi.rss == 0:  # exiting: its memory is already torn down
+                    continue
+                self.last[p.pid] = mi.rss
+                self.peak = max(self.peak, mi.rss)
+                self.peak_private = max(self.peak_private, mi.rss - mi.shared)
             self._stop.wait(self.interval)
 
     def __enter__(self) -> RSSSampler:
@@ -222,17 +234,31 @@ def ray_worker_procs() -> list[psutil.Process]:
 
 
 def wait_idle(client: Any, timeout: float = 30.0) -> bool:
-    """Wait until the scheduler holds no task; False on timeout."""
+    """Wait until the scheduler holds no task; False (and a log line) on timeout.
+
+    Erred tasks are not counted: they hold no data, and distributed keeps a
+    Future whose ``result()`` raised alive (its stored exception's traceback
+    references the frames that held it), so their keys can linger.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if client.run_on_scheduler(_n_tasks) == 0:
             return True
         time.sleep(0.02)
+    left = client.run_on_scheduler(_task_states)
+    log(f"WARNING: scheduler not idle after {timeout} s: {left}")
     return False
 
 
 def _n_tasks(dask_scheduler: Any) -> int:
-    return len(dask_scheduler.tasks)
+    return sum(ts.state != "erred" for ts in list(dask_scheduler.tasks.values()))
+
+
+def _task_states(dask_scheduler: Any) -> dict[str, str]:
+    tasks = [
+        (k, ts) for k, ts in list(dask_scheduler.tasks.items()) if ts.state != "erred"
+    ]
+    return {str(k): ts.state for k, ts in tasks[:10]}
 
 
 @contextlib.contextmanager

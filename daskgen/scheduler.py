@@ -222,11 +222,11 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
                 # front would delay the driver. Each goes released -> waiting
                 # -> memory when it is produced (or errs with the driver).
                 prio = ts.priority or (0, 0, 0)
-                keys = [g.item_key(i) for i in range(g.num_returns)]
-                for i, ikey in enumerate(keys):
+                item_keys = [g.item_key(i) for i in range(g.num_returns)]
+                for i, ikey in enumerate(item_keys):
                     spec = _item_spec(ikey, key, i)
                     _compat.create_item(scheduler, ikey, spec, ts, (*prio, i))
-                scheduler.client_desires_keys(keys, client)
+                scheduler.client_desires_keys(item_keys, client)
 
     # ------------------------------------------------------- driver -> scheduler
 
