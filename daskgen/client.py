@@ -316,6 +316,8 @@ def submit(
         assert state is not None
         return DynamicFuture(driver.key, client, stream=state, _driver=driver)
     assert n is not None
+    if n:
+        _compat.send_to_scheduler(client, {"op": "daskgen-declare", "gen_id": gen_id})
     items: list[Future[Any]] = [Future((prefix, i), client) for i in range(n)]
     del driver  # the scheduler keeps the driver running for us
     if n == 0:
@@ -540,6 +542,7 @@ class FutureGenerator:
         self._index = 0
         self._status = StreamStatus.running
         self._raised = False
+        self._take_scheduled = False
         weakref.finalize(self, state.abandon)
 
     # ---------------------------------------------------------------- public
@@ -609,6 +612,8 @@ class FutureGenerator:
                 "this FutureGenerator belongs to an asynchronous client: use "
                 "`await gen.__anext__()` or `async for`."
             )
+        if self._status is StreamStatus.running and self._index < self._state.produced:
+            return self._take()  # ready: no round trip through the event loop
         try:
             return self._client.sync(self._next, timeout=None)
         except StopAsyncIteration:
@@ -652,6 +657,29 @@ class FutureGenerator:
 
     # --------------------------------------------------------------- internal
 
+    def _take(self) -> Future[Any]:
+        """Return the next item's Future; tell the scheduler (for backpressure
+        and the dashboard) in one message per event-loop turn, not per item."""
+        fut = self._state.futures.pop(self._index)
+        self._index += 1
+        loop = self._client.loop
+        if not self._take_scheduled and loop is not None:
+            self._take_scheduled = True
+            loop.add_callback(self._send_taken)
+        return fut
+
+    def _send_taken(self) -> None:
+        self._take_scheduled = False
+        if self._client.status == "running":
+            _compat.send_to_scheduler(
+                self._client,
+                {
+                    "op": "daskgen-take",
+                    "gen_id": self._state.gen_id,
+                    "taken": self._index,
+                },
+            )
+
     async def _next(self, timeout: float | None) -> Future[Any]:
         if self._status is StreamStatus.cancelled:
             raise GeneratorCancelledError(
@@ -663,13 +691,7 @@ class FutureGenerator:
         )
         while True:
             if self._index < s.produced:
-                fut = s.futures.pop(self._index)
-                self._index += 1
-                _compat.send_to_scheduler(
-                    self._client,
-                    {"op": "daskgen-take", "gen_id": s.gen_id, "taken": self._index},
-                )
-                return fut
+                return self._take()
             if s.end is not None:
                 self._status = StreamStatus.finished
                 if s.end == "erred" and not self._raised:

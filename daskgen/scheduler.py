@@ -66,6 +66,7 @@ class GenState:
     paused_total: float = 0.0
     error: str | None = None
     ended: bool = False
+    declared: int = 0  # static items created so far
 
     def item_key(self, i: int) -> tuple[str, int]:
         return (self.prefix, i)
@@ -147,6 +148,7 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
                 "daskgen-take": self.take,
                 "daskgen-cancel": self.cancel_handler,
                 "daskgen-abandon": self.abandon,
+                "daskgen-declare": self.declare,
             }
         )
         scheduler.extensions["daskgen"] = self
@@ -215,18 +217,41 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
                 # Ray semantics: the call runs to its end even if the caller
                 # drops every handle. The pseudo-client lets go when it ends.
                 scheduler.client_desires_keys([key], g.pseudo)
-            if g.mode == "static" and g.num_returns:
-                # The N items exist from now on (the caller's Futures, and
-                # dependents submitted before they are produced, refer to
-                # them) but stay released: moving 10,000 tasks to waiting up
-                # front would delay the driver. Each goes released -> waiting
-                # -> memory when it is produced (or errs with the driver).
-                prio = ts.priority or (0, 0, 0)
-                item_keys = [g.item_key(i) for i in range(g.num_returns)]
-                for i, ikey in enumerate(item_keys):
-                    spec = _item_spec(ikey, key, i)
-                    _compat.create_item(scheduler, ikey, spec, ts, (*prio, i))
-                scheduler.client_desires_keys(item_keys, client)
+
+    async def declare(self, gen_id: str, client: str | None = None) -> None:
+        """Create a static call's N item tasks (a client stream handler).
+
+        The client sends this right after the driver's update-graph. The
+        scheduler awaits a coroutine stream handler before it reads that
+        client's next message, so every item exists, and is wanted by the
+        caller, before anything else the caller sends (a task depending on an
+        item, a release) is handled. Creating them in chunks lets the driver,
+        already sent to its worker, start meanwhile; an item it produces
+        before its chunk exists is created on the spot. Items stay released
+        until produced (moving 10,000 tasks to waiting up front would only
+        cost time); those never produced err with the driver.
+        """
+        s = self.scheduler
+        g = self.generators.get(gen_id)
+        if s is None or g is None or g.mode != "static" or not g.num_returns:
+            return
+        dts = s.tasks.get(g.driver)
+        if dts is None:
+            return
+        prio = dts.priority or (0, 0, 0)
+        chunk = 512
+        for start in range(0, g.num_returns, chunk):
+            keys = []
+            for i in range(start, min(start + chunk, g.num_returns)):
+                key = g.item_key(i)
+                if key not in s.tasks:
+                    spec = _item_spec(key, g.driver, i)
+                    _compat.create_item(s, key, spec, dts, (*prio, i))
+                keys.append(key)
+            s.client_desires_keys(keys, g.client)
+            g.declared = start + len(keys)
+            if g.declared < g.num_returns:
+                await asyncio.sleep(0)
 
     # ------------------------------------------------------- driver -> scheduler
 
@@ -272,7 +297,20 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
                 continue
             key = g.item_key(i)
             ts = s.tasks.get(key)
-            if ts is None:
+            if ts is None and g.mode == "static" and i >= g.declared:
+                # produced before `declare` reached it: create it now, wanted
+                # by the caller (declare skips existing keys)
+                ts = _compat.create_item(
+                    s,
+                    key,
+                    _item_spec(key, g.driver, i),
+                    dts,
+                    (*(dts.priority or ()), i),
+                )
+                s.client_desires_keys([key], g.client)
+                new.append(ts)
+                complete.append((ts, nbytes, typ, typename))
+            elif ts is None:
                 if g.mode == "static" or i < g.produced or g.abandoned:
                     drop.append(i)  # released before it was produced
                 else:

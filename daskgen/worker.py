@@ -304,7 +304,9 @@ class Driver:
         try:
             while True:
                 with self.cond:
-                    end = self.end
+                    # The end goes last: not while yields still wait in the
+                    # outbox for the pump (the last of them may be held).
+                    end = self.end if not self.outbox else None
                 notes = self.notes[: self.batch_size]
                 del self.notes[: self.batch_size]
                 last = end if not self.notes and end is not None else None

@@ -182,3 +182,15 @@ def test_unpicklable_item(client):
     with pytest.raises(Exception, match="(?i)pickle|serialize"):
         a.result()
     del a, b
+
+
+def test_static_last_item_never_lost(client):
+    """Regression: the end of a static call must not overtake its last value
+    (found by a benchmark: a batch in flight while the last yield waited to be
+    stored left the last item pending forever)."""
+    for _ in range(40):
+        refs = daskgen.submit(produce, 1000, num_returns=1000)
+        wait(refs[0])
+        wait(refs, timeout=10)
+        assert refs[-1].result() == 9990
+        del refs
