@@ -272,14 +272,13 @@ def run_dask(cfg: dict[str, Any], memory_limit: str) -> dict[str, Any]:
 
         nl, mib = cfg["n_large"], cfg["large_mib"]
         log(f"d: {nl} x {mib} MiB")
-        r3 = max(1, min(rep, 3))
         # warm up (the first large allocations of a process are slower), then
         # interleave the three variants so that drift hits them alike
         d.bare(large, 2, mib)
         d.static_all(2, large, 2, mib)
         d.stream(large, 2, mib)
         runs: dict[str, list[float]] = {"d_bare": [], "d_dg": [], "d_dg_stream": []}
-        for _ in range(r3):
+        for _ in range(rep):
             runs["d_bare"].append(d.bare(large, nl, mib)[0])
             runs["d_dg"].append(d.static_all(nl, large, nl, mib))
             runs["d_dg_stream"].append(d.stream(large, nl, mib))
@@ -289,7 +288,7 @@ def run_dask(cfg: dict[str, Any], memory_limit: str) -> dict[str, Any]:
         R["cpu_iters"] = iters
         nc = cfg["n_cpu"]
         runs.update(e_bare=[], e_dg=[], e_dg_static=[])
-        for _ in range(r3):
+        for _ in range(rep):
             runs["e_bare"].append(d.bare(cpu, nc, iters)[0])
             runs["e_dg"].append(d.stream(cpu, nc, iters))
             runs["e_dg_static"].append(d.static_wait(nc, cpu, nc, iters))
@@ -313,8 +312,9 @@ def run_dask_scale(cfg: dict[str, Any]) -> dict[str, Any]:
         wait_idle(client)
         n = cfg["n_tiny"]
         log(f"a': {n} tiny items, streaming, scheduler in its own process")
-        times = []
+        times, cpus = [], []
         for _ in range(cfg["repeat"]):
+            c0 = sched.cpu_times()
             t0 = time.perf_counter()
             g = daskgen.submit(tiny, n, client=client)
             for f in g:
@@ -323,7 +323,10 @@ def run_dask_scale(cfg: dict[str, Any]) -> dict[str, Any]:
             del g
             gc.collect()
             wait_idle(client)
+            c1 = sched.cpu_times()
+            cpus.append((c1.user - c0.user + c1.system - c0.system) / n)
         R["a_sep"] = median(times)
+        R["a_sep_cpu"] = median(cpus)
         for k in cfg["scale"]:
             gc.collect()
             c0 = sched.cpu_times()
@@ -423,14 +426,14 @@ def run_ray(ray: Any, cfg: dict[str, Any], iters: int | None) -> dict[str, Any]:
         nl, mib = cfg["n_large"], cfg["large_mib"]
         log(f"Ray d: {nl} x {mib} MiB")
         ds, dm = [], []
-        for _ in range(r3):
+        for _ in range(rep):
             ds.append(static(r_large, nl, nl, mib))
             dm.append(stream(r_large, nl, mib))
         R["d_ray"], R["d_ray_stream"] = median(ds), median(dm)
 
         if iters:
             log("Ray e: CPU-bound")
-            R["e_ray"] = repeat(lambda: stream(r_cpu, cfg["n_cpu"], iters), r3)
+            R["e_ray"] = repeat(lambda: stream(r_cpu, cfg["n_cpu"], iters), rep)
 
         items = cfg["scale_items"]
         for k in cfg["scale"]:
@@ -517,7 +520,8 @@ def report(
     print(
         "a': the same stream with the scheduler in its own process (the cluster of "
         "f), so that\nthe client and the scheduler do not share one process, GIL "
-        "and event loop as in a LocalCluster.\n"
+        "and event loop as in a LocalCluster. The scheduler process used "
+        f"{fmt_time(S.get('a_sep_cpu'))} of CPU per yield.\n"
         f"bare loop in (a) is client.submit of the loop, end to end / {n}; the loop "
         f"itself takes {fmt_time(g('a_bare_inner'))} per item in the task.\n"
         f"c: 'bare loop' is the 50 ms the first item takes to make; Ray's static "

@@ -239,7 +239,7 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         if dts is None:
             return
         prio = dts.priority or (0, 0, 0)
-        chunk = 512
+        chunk = 64  # about a millisecond: the event loop stays responsive
         for start in range(0, g.num_returns, chunk):
             keys = []
             for i in range(start, min(start + chunk, g.num_returns)):

@@ -175,11 +175,17 @@ class Driver:
             self.scheduled = True
         if wake:
             self.worker.loop.add_callback(self._pump)
-        if self.outbox_bytes > self.max_outbox_bytes:
+        if self.outbox_bytes > self.max_outbox_bytes and len(self.outbox) > 1:
             # Values waiting for the event loop are not in the worker's data
-            # yet, so they cannot spill: don't build the next one until they are.
+            # yet, so they cannot spill: past outbox-bytes, wait until they are
+            # stored. One value may always wait while the next is built, so
+            # storing a large value is never on the generator's critical path.
             with self.cond:
-                while self.outbox_bytes > self.max_outbox_bytes and not self.stop:
+                while (
+                    self.outbox_bytes > self.max_outbox_bytes
+                    and len(self.outbox) > 1
+                    and not self.stop
+                ):
                     self.cond.wait()
 
     def run(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: Any) -> Any:
