@@ -250,8 +250,14 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
                 keys.append(key)
             s.client_desires_keys(keys, g.client)
             g.declared = start + len(keys)
+            if dts.state == "erred":
+                # The driver failed before this message arrived (a busy
+                # scheduler may read it late): these items err with it too.
+                self._err_unproduced(g)
             if g.declared < g.num_returns:
                 await asyncio.sleep(0)
+        if dts.state in ("memory", "erred"):
+            self._release_pseudo(g)  # it waited for the declaration
 
     # ------------------------------------------------------- driver -> scheduler
 
@@ -583,6 +589,8 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         s = self.scheduler
         if s is None or g.pseudo is None:
             return
+        if g.mode == "static" and g.declared < (g.num_returns or 0):
+            return  # keep the call alive until `declare` made its items
         if g.pseudo in s.clients:
             s.client_releases_keys(
                 keys=[g.driver],
