@@ -88,6 +88,24 @@ def machine() -> str:
     )
 
 
+_start_load = os.getloadavg()[0]
+
+
+def busy_warning(limit: float = 1.0) -> None:
+    """Say so when other processes competed for the CPUs during the run.
+
+    The benchmark itself keeps about one to two cores busy; a 1-minute load
+    average well above that at the start or the end means something else ran.
+    """
+    start, end = _start_load, os.getloadavg()[0]
+    if start > limit or end > 2.5:
+        print(
+            f"WARNING: the machine was busy (load {start:.2f} at the start, "
+            f"{end:.2f} at the end): other processes competed for the CPUs, so "
+            "times and ratios are less reliable than usual."
+        )
+
+
 def print_header(title: str) -> None:
     print(f"# {title}")
     print(f"machine: {machine()}")

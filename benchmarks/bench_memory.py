@@ -54,6 +54,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _util import (  # noqa: E402
     MiB,
     RSSSampler,
+    busy_warning,
     fmt_time,
     log,
     print_header,
@@ -399,6 +400,7 @@ def main() -> None:
     report(args, D, Y)
     print(f"total benchmark time: {time.perf_counter() - t0:.0f} s")
     print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    busy_warning()
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ import daskgen
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _util import (  # noqa: E402
     MiB,
+    busy_warning,
     fmt_ratio,
     fmt_time,
     log,
@@ -584,6 +585,7 @@ def main() -> None:
     report(R, S, cfg, ray is not None)
     print(f"total benchmark time: {time.perf_counter() - t0:.0f} s")
     print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    busy_warning()
 
 
 if __name__ == "__main__":
