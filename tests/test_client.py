@@ -500,3 +500,43 @@ async def test_static_raise_after_n_keeps_values(c, s, a, b):
     assert await c.gather(refs) == [1, 2]
     del refs
     await assert_clean(c, s, a, b)
+
+
+def fails_at_once(n):
+    raise ValueError("before any yield")
+    yield  # pragma: no cover
+
+
+@gen_cluster(client=True)
+async def test_declaration_read_after_driver_failed(c, s, a, b):
+    """A busy scheduler may read a static call's declaration after its driver
+    already failed: the items must err, not stay pending (seen under load)."""
+    import pytest as _pytest
+
+    await daskgen.install(c)
+    held = []
+    real = daskgen._compat.send_to_scheduler
+
+    def hold_declare(client, msg):
+        if msg.get("op") == "daskgen-declare":
+            held.append((client, msg))
+        else:
+            real(client, msg)
+
+    mp = _pytest.MonkeyPatch()
+    mp.setattr(daskgen._compat, "send_to_scheduler", hold_declare)
+    try:
+        refs = daskgen.submit(fails_at_once, 3, num_returns=3)
+    finally:
+        mp.undo()
+    ext = s.extensions["daskgen"]
+    await async_poll_for(lambda: ext.generators, timeout=5)
+    (g,) = ext.generators.values()
+    await async_poll_for(lambda g=g: g.state == "erred", timeout=5)
+    assert g.gen_id in ext.generators  # kept alive until declared
+    ((client, msg),) = held
+    real(client, msg)
+    for r in refs:
+        await assert_raises(r, ValueError, "before any yield")
+    del refs, r, g
+    await assert_clean(c, s, a, b)
