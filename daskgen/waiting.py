@@ -11,7 +11,6 @@ from distributed import Future
 
 from daskgen import _compat
 from daskgen.client import DynamicFuture, FutureGenerator, Timeout, _default_client
-from daskgen.exceptions import StreamTimeoutError
 
 __all__ = ["get", "wait"]
 
@@ -120,6 +119,4 @@ async def _wait(
         for t in pending:
             t.cancel()
     ready = [x for x in items if _ready(x)]
-    if timeout is None and len(ready) < num_returns:  # pragma: no cover
-        raise StreamTimeoutError("wait ended before enough items were ready")
     return ready, [x for x in items if not _ready(x)]
