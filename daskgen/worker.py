@@ -123,7 +123,7 @@ class Driver:
         self.batch_size: int = _config.get("batch-size")
         self.run_id = _compat.driver_run_id(worker, key)
         self.cond = threading.Condition()
-        self.outbox: list[tuple[int, Any]] = []
+        self.outbox: list[tuple[int, Any, int]] = []
         self.outbox_bytes = 0
         self.max_outbox_bytes: int = parse_bytes(_config.get("outbox-bytes"))
         self.scheduled = False
@@ -169,7 +169,7 @@ class Driver:
     def _publish(self, i: int, value: Any) -> None:
         nbytes = sizeof(value)
         with self.cond:
-            self.outbox.append((i, value))
+            self.outbox.append((i, value, nbytes))
             self.outbox_bytes += nbytes
             wake = not self.scheduled
             self.scheduled = True
@@ -266,13 +266,18 @@ class Driver:
 
     def _pump(self) -> None:
         with self.cond:
-            batch, self.outbox = self.outbox, []
-            self.scheduled = False
+            # One batch per turn of the event loop. With nothing in flight,
+            # only the first waiting value: its notification leaves at once
+            # instead of waiting while thousands of later yields are stored.
+            take = self.batch_size if self.inflight or self.notes else 1
+            batch = self.outbox[:take]
+            del self.outbox[:take]
+            more = bool(self.outbox)
+            self.scheduled = more
             end = self.end
-            stored_bytes = self.outbox_bytes
         if batch:
             data: dict[Any, Any] = {}
-            for i, value in batch:
+            for i, value, _ in batch:
                 key = (self.prefix, i)
                 if _compat.worker_task_state(self.worker, key) is None:
                     data[key] = value
@@ -281,9 +286,9 @@ class Driver:
                     self.worker, data, stimulus_id=f"daskgen-store-{time.time()}"
                 )
             with self.cond:
-                self.outbox_bytes -= stored_bytes
+                self.outbox_bytes -= sum(nb for *_, nb in batch)
                 self.cond.notify_all()
-            for i, value in batch:
+            for i, value, _ in batch:
                 typ = type(value)
                 t = self.types.get(typ)
                 if t is None:
@@ -301,10 +306,12 @@ class Driver:
                     self.notes.append(note)
             del data, batch, value
         if not self.inflight and (
-            self.notes or (end is not None and not self.done.is_set())
+            self.notes or (end is not None and not more and not self.done.is_set())
         ):
             self.inflight = True
             asyncio.ensure_future(self._send())
+        if more:  # after the send, so that it leaves before the next batch
+            self.worker.loop.add_callback(self._pump)
 
     async def _send(self) -> None:
         try:
