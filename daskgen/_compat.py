@@ -26,6 +26,7 @@ __all__ = [
     "create_item",
     "driver_run_id",
     "free_local",
+    "future_state",
     "register_client_handler",
     "set_allowed_deaths",
     "store_local",
@@ -184,6 +185,15 @@ def register_client_handler(
 
 def send_to_scheduler(client: Client, msg: dict[str, Any]) -> None:
     client._send_to_scheduler(msg)
+
+
+def future_state(fut: Any) -> Any:
+    """A Future's client-side state (``status``, ``await state.wait()``).
+
+    Holding it does not keep the key wanted, unlike holding the Future.
+    """
+    fut._bind_late()
+    return fut._state
 
 
 async def future_done(fut: Any) -> Any:

@@ -317,7 +317,17 @@ def submit(
         return DynamicFuture(driver.key, client, stream=state, _driver=driver)
     assert n is not None
     if n:
-        _compat.send_to_scheduler(client, {"op": "daskgen-declare", "gen_id": gen_id})
+        _compat.send_to_scheduler(
+            client,
+            {
+                "op": "daskgen-declare",
+                "gen_id": gen_id,
+                # for an error if the scheduler rejected the call's graph
+                "prefix": prefix,
+                "n": n,
+                "name": name,
+            },
+        )
     items: list[Future[Any]] = [Future((prefix, i), client) for i in range(n)]
     del driver  # the scheduler keeps the driver running for us
     if n == 0:
@@ -544,6 +554,10 @@ class FutureGenerator:
         self._raised = False
         self._take_scheduled = False
         weakref.finalize(self, state.abandon)
+        if self._client.loop is not None:
+            self._client.loop.add_callback(
+                _end_with_driver, _compat.future_state(driver), state
+            )
 
     # ---------------------------------------------------------------- public
 
@@ -711,6 +725,18 @@ class FutureGenerator:
                 await asyncio.wait_for(event.wait(), remaining)
             except asyncio.TimeoutError:
                 continue
+
+
+async def _end_with_driver(driver: Any, stream: _StreamState) -> None:
+    """End a stream whose driver failed without telling it (normally the
+    scheduler's end notification comes first): e.g. the scheduler could not
+    load the call's graph, so daskgen's plugin never saw the call."""
+    await driver.wait()
+    failed = driver.status == "error" or (
+        driver.status == "cancelled" and not stream.abandoned
+    )
+    if failed and stream.end is None:
+        stream.on_items(stream.produced, "erred")
 
 
 async def _driver_error(driver: Future[Any]) -> BaseException:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 from daskgen import _compat, _config
+from daskgen.exceptions import DaskgenError
 
 if TYPE_CHECKING:
     from distributed.scheduler import Scheduler, TaskState
@@ -218,7 +219,14 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
                 # drops every handle. The pseudo-client lets go when it ends.
                 scheduler.client_desires_keys([key], g.pseudo)
 
-    async def declare(self, gen_id: str, client: str | None = None) -> None:
+    async def declare(
+        self,
+        gen_id: str,
+        client: str | None = None,
+        prefix: str | None = None,
+        n: int = 0,
+        name: str = "",
+    ) -> None:
         """Create a static call's N item tasks (a client stream handler).
 
         The client sends this right after the driver's update-graph. The
@@ -233,6 +241,11 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         """
         s = self.scheduler
         g = self.generators.get(gen_id)
+        if s is not None and g is None and client in s.clients and prefix:
+            # The call never reached this plugin: the scheduler rejected its
+            # graph (its driver Future says why). Its items would never exist.
+            self._reject(s, client, prefix, n, name)
+            return
         if s is None or g is None or g.mode != "static" or not g.num_returns:
             return
         dts = s.tasks.get(g.driver)
@@ -258,6 +271,36 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
                 await asyncio.sleep(0)
         if dts.state in ("memory", "erred"):
             self._release_pseudo(g)  # it waited for the declaration
+
+    def _reject(
+        self, s: Scheduler, client: str, prefix: str, n: int, name: str
+    ) -> None:
+        from distributed.core import error_message
+
+        try:
+            raise DaskgenError(
+                f"generator call {name!r} never started: the scheduler did not "
+                "accept its task, most often because it could not deserialize "
+                "the task graph (the scheduler lacks a module or object the "
+                "client has: install the same packages on the scheduler and "
+                "the workers). The scheduler's log has the cause."
+            )
+        except DaskgenError as e:
+            err = error_message(e)
+        s.send_all(
+            {
+                client: [
+                    {
+                        "op": "task-erred",
+                        "key": (prefix, i),
+                        "exception": err["exception"],
+                        "traceback": err["traceback"],
+                    }
+                    for i in range(n)
+                ]
+            },
+            {},
+        )
 
     # ------------------------------------------------------- driver -> scheduler
 

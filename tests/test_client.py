@@ -540,3 +540,47 @@ async def test_declaration_read_after_driver_failed(c, s, a, b):
         await assert_raises(r, ValueError, "before any yield")
     del refs, r, g
     await assert_clean(c, s, a, b)
+
+
+def _refuse_to_load():
+    raise ImportError("no module named 'only_on_the_client'")
+
+
+class LoadsOnlyOnTheClient:
+    """Pickles fine, fails to unpickle: like an object of a module the client
+    has and the scheduler lacks (the scheduler unpickles the whole graph)."""
+
+    def __reduce__(self):
+        return (_refuse_to_load, ())
+
+
+def uses(obj, n):
+    yield from range(n)
+
+
+@pytest.mark.parametrize("num_returns", ["streaming", 3, "dynamic"])
+@gen_cluster(client=True)
+async def test_graph_the_scheduler_cannot_load(c, s, a, b, num_returns):
+    """The scheduler rejects the call's graph: every handle raises, none hangs."""
+    await daskgen.install(c)
+    with pytest.raises(RuntimeError, match="deserialization of the task graph"):
+        await c.submit(uses, LoadsOnlyOnTheClient(), 1)  # what plain Dask does
+    r = daskgen.submit(uses, LoadsOnlyOnTheClient(), 3, num_returns=num_returns)
+    if num_returns == "streaming":
+        with pytest.raises(RuntimeError, match="deserialization of the task graph"):
+            await asyncio.wait_for(r.__anext__(), 10)
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.wait_for(r.__anext__(), 10)
+        exc = await asyncio.wait_for(r.completed().exception(), 10)
+        assert "deserialization" in str(exc)
+    elif num_returns == "dynamic":
+        with pytest.raises(RuntimeError, match="deserialization of the task graph"):
+            await asyncio.wait_for(r.result(), 10)
+    else:
+        for item in r:
+            exc = await asyncio.wait_for(item.exception(), 10)
+            assert isinstance(exc, daskgen.DaskgenError), exc
+            assert "uses" in str(exc) and "deserializ" in str(exc), exc
+        del item
+    del r
+    await assert_clean(c, s, a, b)
