@@ -732,10 +732,9 @@ async def _end_with_driver(driver: Any, stream: _StreamState) -> None:
     scheduler's end notification comes first): e.g. the scheduler could not
     load the call's graph, so daskgen's plugin never saw the call."""
     await driver.wait()
-    failed = driver.status == "error" or (
-        driver.status == "cancelled" and not stream.abandoned
-    )
-    if failed and stream.end is None:
+    # Not on "cancelled": client.cancel(gen.completed()) cancels only the
+    # caller's Future while the generator runs on (docs/semantics.md).
+    if driver.status == "error" and stream.end is None:
         stream.on_items(stream.produced, "erred")
 
 

@@ -68,9 +68,23 @@ class GenState:
     error: str | None = None
     ended: bool = False
     declared: int = 0  # static items created so far
+    _spec: Any = None
 
     def item_key(self, i: int) -> tuple[str, int]:
         return (self.prefix, i)
+
+    def item_spec(self) -> Any:
+        """The run spec of every item of this call: one shared object.
+
+        An item only runs its spec if its value was lost while the finished
+        driver stays in memory; sharing it spares a Task (three objects for
+        the garbage collector) per item.
+        """
+        if self._spec is None:
+            self._spec = _compat.Task(
+                f"{self.prefix}-item", _unproduced_item, _compat.TaskRef(self.driver)
+            )
+        return self._spec
 
     @property
     def limit(self) -> int | None:
@@ -252,13 +266,16 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         if dts is None:
             return
         prio = dts.priority or (0, 0, 0)
-        chunk = 64  # about a millisecond: the event loop stays responsive
+        # Let the driver's compute-task, queued by update-graph just before,
+        # leave for its worker before the first chunk.
+        await asyncio.sleep(0)
+        chunk = 16  # a quarter of a millisecond: the event loop stays responsive
         for start in range(0, g.num_returns, chunk):
             keys = []
             for i in range(start, min(start + chunk, g.num_returns)):
                 key = g.item_key(i)
                 if key not in s.tasks:
-                    spec = _item_spec(key, g.driver, i)
+                    spec = g.item_spec()
                     _compat.create_item(s, key, spec, dts, (*prio, i))
                 keys.append(key)
             s.client_desires_keys(keys, g.client)
@@ -352,7 +369,7 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
                 ts = _compat.create_item(
                     s,
                     key,
-                    _item_spec(key, g.driver, i),
+                    g.item_spec(),
                     dts,
                     (*(dts.priority or ()), i),
                 )
@@ -366,7 +383,7 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
                     ts = _compat.create_item(
                         s,
                         key,
-                        _item_spec(key, g.driver, i),
+                        g.item_spec(),
                         dts,
                         (*(dts.priority or ()), i),
                     )
@@ -697,14 +714,10 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
 # --------------------------------------------------------------------- helpers
 
 
-def _item_spec(key: Any, driver: Any, i: int) -> Any:
-    return _compat.Task(key, _unproduced_item, _compat.TaskRef(driver), i)
-
-
-def _unproduced_item(driver_result: Any, i: int) -> Any:
+def _unproduced_item(driver_result: Any) -> Any:
     """Run spec of an item: it only runs if its driver ended without storing it."""
     raise RuntimeError(
-        f"item {i} of this generator call was lost, and its generator could not "
+        "this item of a generator call was lost, and its generator could not "
         "be re-run because its finished driver task is still held in memory "
         "(for example by completed() or a dynamic call's outer Future). Release "
         "that Future to let a lost item be recomputed."

@@ -62,6 +62,26 @@ current_call: contextvars.ContextVar[CallInfo | None] = contextvars.ContextVar(
 )
 
 
+class _RequestedCancelFilter(logging.Filter):
+    """Drop the worker's "Compute Failed" error for a driver stopped by a
+    cancel the caller asked for: nothing failed. Other errors pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("Compute Failed"):
+            return True
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not any(
+            isinstance(a, str) and a.startswith(f"{GeneratorCancelledError.__name__}(")
+            for a in args
+        )
+
+
+def _install_log_filter() -> None:
+    wlog = logging.getLogger("distributed.worker")
+    if not any(isinstance(f, _RequestedCancelFilter) for f in wlog.filters):
+        wlog.addFilter(_RequestedCancelFilter())
+
+
 class GeneratorWorkerPlugin(WorkerPlugin):
     """Worker plugin holding the drivers that run on this worker."""
 
@@ -73,6 +93,7 @@ class GeneratorWorkerPlugin(WorkerPlugin):
         self.drivers: dict[str, Driver] = {}
 
     def setup(self, worker: Worker) -> None:
+        _install_log_filter()
         self.worker = worker
         worker.extensions["daskgen"] = self
         worker.stream_handlers.update(
@@ -136,6 +157,7 @@ class Driver:
         self.end: dict[str, Any] | None = None
         self.final: dict[str, Any] | None = None
         self.done = threading.Event()
+        self.sending = threading.Event()  # the first report is on its way
         self.types: dict[type, tuple[bytes | None, str]] = {}
 
     # ------------------------------------------------------------ thread side
@@ -175,6 +197,12 @@ class Driver:
             self.scheduled = True
         if wake:
             self.worker.loop.add_callback(self._pump)
+        if i == 0 and self.num_returns != 1:
+            # Let the event loop send the first item before the generator
+            # runs on: a generator busy between yields holds the GIL, and the
+            # loop would get it only at the switch interval, once to store the
+            # item and once to send it (5-10 ms). Bounded: never waits long.
+            self.sending.wait(0.01)
         if self.outbox_bytes > self.max_outbox_bytes and len(self.outbox) > 1:
             # Values waiting for the event loop are not in the worker's data
             # yet, so they cannot spill: past outbox-bytes, wait until they are
@@ -214,6 +242,7 @@ class Driver:
             error = GeneratorCancelledError(
                 f"generator call {self.gen_id} was cancelled after {i} items"
             )
+            logger.debug("%s stopped by a cancel after %d items", self.key, i)
         except BaseException as e:
             error = e
         finally:
@@ -333,6 +362,7 @@ class Driver:
                     else:
                         notes.append(self.held)
                     self.held = None
+                self.sending.set()
                 reply = await self.worker.scheduler.daskgen_produced(
                     gen_id=self.gen_id,
                     run_id=self.run_id,

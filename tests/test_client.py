@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import pickle
 import re
 import time
@@ -11,7 +12,7 @@ import traceback
 
 import pytest
 from distributed import Event, Future, as_completed, wait
-from distributed.utils_test import async_poll_for, gen_cluster, inc
+from distributed.utils_test import async_poll_for, captured_logger, gen_cluster, inc
 
 import daskgen
 from daskgen.exceptions import (
@@ -194,12 +195,16 @@ async def test_more_yields(c, s, a, b):
 @gen_cluster(client=True)
 async def test_static_error(c, s, a, b):
     await daskgen.install(c)
-    refs = daskgen.submit(boom, 2, num_returns=4)
-    assert await c.gather(refs[:2]) == [0, 1]
-    for r in refs[2:]:
-        await assert_raises(r, ZeroDivisionError, "boom after yields")
-        frames = [f.name for f in traceback.extract_tb(await r.traceback())]
-        assert "boom" in frames
+    with captured_logger("distributed.worker", level=logging.ERROR) as log:
+        refs = daskgen.submit(boom, 2, num_returns=4)
+        assert await c.gather(refs[:2]) == [0, 1]
+        for r in refs[2:]:
+            await assert_raises(r, ZeroDivisionError, "boom after yields")
+            frames = [f.name for f in traceback.extract_tb(await r.traceback())]
+            assert "boom" in frames
+    # a real failure is logged as usual (only a requested cancel is not)
+    assert "Compute Failed" in log.getvalue()
+    assert "ZeroDivisionError" in log.getvalue()
     del refs, r
     await assert_clean(c, s, a, b)
 
@@ -376,13 +381,16 @@ async def test_cancel_runs_finally(c, s, a, b):
     gen = daskgen.submit(with_finally, "fin-var")
     first = await gen.__anext__()
     assert await first == 0
-    gen.cancel()
-    with pytest.raises(GeneratorCancelledError, match="cancelled"):
-        await gen.__anext__()
-    from distributed import Variable
+    with captured_logger("distributed.worker", level=logging.ERROR) as log:
+        gen.cancel()
+        with pytest.raises(GeneratorCancelledError, match="cancelled"):
+            await gen.__anext__()
+        from distributed import Variable
 
-    assert await Variable("fin-var").get(timeout=5) == "closed"
-    await assert_raises(gen.completed(), GeneratorCancelledError, "cancelled")
+        assert await Variable("fin-var").get(timeout=5) == "closed"
+        await assert_raises(gen.completed(), GeneratorCancelledError, "cancelled")
+    # a cancel the caller asked for is not an error in the worker's log
+    assert "Compute Failed" not in log.getvalue()
     assert await first == 0  # items taken before the cancel stay valid
     Variable("fin-var").delete()
     del gen, first
