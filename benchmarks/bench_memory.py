@@ -1,6 +1,6 @@
 """Peak worker memory against the number of large items, daskgen (and Ray with --ray).
 
-Run (about 2 minutes; ``--quick`` well under one)::
+Run (about 6 minutes with Ray; ``--quick`` well under one)::
 
     . .venv/bin/activate
     python benchmarks/bench_memory.py                 # daskgen only
@@ -382,14 +382,14 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="N = 10, 50 only")
     p.add_argument("--ray", action="store_true", help="also run the scenarios on Ray")
     p.add_argument("--item-mb", type=int, default=32, help="item size in MiB")
-    p.add_argument("--n", type=int, nargs="+", help="item counts (default 10 50 200)")
+    p.add_argument("--n", type=int, nargs="+", help="item counts (default 10 100 1000)")
     p.add_argument("--memory-limit", default="1GiB", help="worker memory_limit")
     p.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
     p.add_argument("--ray-max-heap-mb", type=int, default=2048,
                    help="skip Ray's list scenario above this much heap")  # fmt: skip
     args = p.parse_args()
     if args.n is None:
-        args.n = [10, 50] if args.quick else [10, 50, 200]
+        args.n = [10, 50] if args.quick else [10, 100, 1000]
     ray = try_import_ray() if args.ray else None
     print_header("daskgen bench_memory" + (" (quick)" if args.quick else ""))
     if args.ray and ray is None:

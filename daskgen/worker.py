@@ -124,6 +124,10 @@ def _plugin(worker: Worker) -> GeneratorWorkerPlugin:
     return ext
 
 
+# A yield at least this large waits (briefly) for its report to leave.
+_HANDOFF_BYTES = 1 << 20
+
+
 class _Stop(Exception):
     pass
 
@@ -157,7 +161,8 @@ class Driver:
         self.end: dict[str, Any] | None = None
         self.final: dict[str, Any] | None = None
         self.done = threading.Event()
-        self.sending = threading.Event()  # the first report is on its way
+        self.pumped = -1  # highest index stored, its report sent or queued
+        self.reported = False  # the first report is on its way
         self.types: dict[type, tuple[bytes | None, str]] = {}
 
     # ------------------------------------------------------------ thread side
@@ -197,12 +202,21 @@ class Driver:
             self.scheduled = True
         if wake:
             self.worker.loop.add_callback(self._pump)
-        if i == 0 and self.num_returns != 1:
-            # Let the event loop send the first item before the generator
-            # runs on: a generator busy between yields holds the GIL, and the
-            # loop would get it only at the switch interval, once to store the
-            # item and once to send it (5-10 ms). Bounded: never waits long.
-            self.sending.wait(0.01)
+        if (i == 0 or nbytes >= _HANDOFF_BYTES) and i != (self.num_returns or 0) - 1:
+            # Let the event loop store and report this item before the
+            # generator runs on. A generator busy between yields holds the GIL,
+            # and the loop would get it only at the switch interval, once to
+            # store the item and once to send its report: 5-10 ms later, and
+            # a large item then lives (and needs memory) while the next one is
+            # built. Bounded, and only for the first item and large ones: a
+            # tiny item's yield never waits.
+            with self.cond:
+                self.cond.wait_for(
+                    lambda: (
+                        (self.reported if i == 0 else self.pumped >= i) or self.stop
+                    ),
+                    timeout=0.01,
+                )
         if self.outbox_bytes > self.max_outbox_bytes and len(self.outbox) > 1:
             # Values waiting for the event loop are not in the worker's data
             # yet, so they cannot spill: past outbox-bytes, wait until they are
@@ -304,6 +318,7 @@ class Driver:
             more = bool(self.outbox)
             self.scheduled = more
             end = self.end
+        last = -1
         if batch:
             data: dict[Any, Any] = {}
             for i, value, _ in batch:
@@ -333,12 +348,17 @@ class Driver:
                     self.held = note  # released with the end: see docs/semantics.md
                 else:
                     self.notes.append(note)
+            last = batch[-1][0]
             del data, batch, value
         if not self.inflight and (
             self.notes or (end is not None and not more and not self.done.is_set())
         ):
             self.inflight = True
             asyncio.ensure_future(self._send())
+        if last >= 0:
+            with self.cond:
+                self.pumped = last
+                self.cond.notify_all()
         if more:  # after the send, so that it leaves before the next batch
             self.worker.loop.add_callback(self._pump)
 
@@ -362,7 +382,10 @@ class Driver:
                     else:
                         notes.append(self.held)
                     self.held = None
-                self.sending.set()
+                if not self.reported:
+                    with self.cond:
+                        self.reported = True
+                        self.cond.notify_all()
                 reply = await self.worker.scheduler.daskgen_produced(
                     gen_id=self.gen_id,
                     run_id=self.run_id,
