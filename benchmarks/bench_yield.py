@@ -172,6 +172,30 @@ def config(quick: bool) -> dict[str, Any]:
 # ------------------------------------------------------------------------ daskgen
 
 
+class GCPauses:
+    """Full (generation 2) garbage collections of this process, and their length.
+
+    In a LocalCluster this process also runs the scheduler.
+    """
+
+    def __enter__(self) -> GCPauses:
+        self.pauses: list[float] = []
+        self._t = 0.0
+        gc.callbacks.append(self._cb)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        gc.callbacks.remove(self._cb)
+
+    def _cb(self, phase: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            self._t = time.perf_counter()
+        else:
+            self.pauses.append(time.perf_counter() - self._t)
+
+
 class DaskRuns:
     def __init__(self, client: Client, cfg: dict[str, Any]) -> None:
         self.c = client
@@ -249,6 +273,7 @@ class DaskRuns:
 def run_dask(cfg: dict[str, Any], memory_limit: str) -> dict[str, Any]:
     R: dict[str, Any] = {}
     rep = cfg["repeat"]
+    R["repeat"] = rep
     log("starting LocalCluster(n_workers=1, threads_per_worker=2)")
     with (
         LocalCluster(
@@ -278,9 +303,11 @@ def run_dask(cfg: dict[str, Any], memory_limit: str) -> dict[str, Any]:
         client.run(set_worker_log_level, logging.CRITICAL)
         n1 = cfg["n_first"]
         R["c_dg"] = repeat(lambda: d.first_static(n1, 0.05, 0.05), rep)
-        for m in cfg["first_extra"]:
-            R[f"c_dg_{m}"] = repeat(lambda m=m: d.first_static(m, 0.05, 0.0), rep)
         big = max(cfg["first_extra"])
+        for m in cfg["first_extra"]:
+            with GCPauses() as gcp:
+                R[f"c_dg_{m}"] = repeat(lambda m=m: d.first_static(m, 0.05, 0.0), rep)
+        R["c_gc"] = gcp.pauses  # those of the largest N
         R["c_dg_big_slow"] = repeat(lambda: d.first_static(big, 0.05, 0.05), rep)
         R["c_dg_stream"] = repeat(lambda: d.first_stream(n1, 0.05, 0.05), rep)
         client.run(set_worker_log_level, logging.INFO)
@@ -476,6 +503,16 @@ def run_ray(ray: Any, cfg: dict[str, Any], iters: int | None) -> dict[str, Any]:
 # -------------------------------------------------------------------------- report
 
 
+def rep_n(R: dict[str, Any]) -> str:
+    return str(R.get("repeat", "the"))
+
+
+def fmt_pauses(p: list[float]) -> str:
+    if not p:
+        return "-"
+    return f"{fmt_time(median(p))} median, {fmt_time(max(p))} the longest"
+
+
 def report(
     R: dict[str, Any], S: dict[Any, Any], cfg: dict[str, Any], has_ray: bool
 ) -> None:
@@ -563,6 +600,11 @@ def report(
         "cost nothing, so the\ngenerator has yielded thousands more by the time the "
         "first is reported; '50 ms/item': every item\ntakes 50 ms (the rest is "
         "cancelled once the first is done).\n"
+        f"c: during the {rep_n(R)} runs at N={max(cfg['first_extra'])} (50 ms first item) "
+        "the process running the client and the\nscheduler made "
+        f"{len(R.get('c_gc', []))} full garbage collections (CPython generation 2) of "
+        f"{fmt_pauses(R.get('c_gc', []))};\na run with one inside its 50 ms window is "
+        "that much late. In c' the scheduler has its own process.\n"
         "d: 'holding the previous item' is the bare loop with each item alive "
         "until the next one is built, as\nit must be for any consumer to get it; "
         "on a machine slow to supply fresh memory this alone costs\nmore than the "
