@@ -25,6 +25,7 @@ __all__ = [
     "complete_items",
     "create_item",
     "driver_run_id",
+    "fail_future",
     "free_local",
     "future_state",
     "register_client_handler",
@@ -181,6 +182,11 @@ def register_client_handler(
 ) -> None:
     """Let the scheduler send ``{"op": op, ...}`` messages to this client."""
     client._stream_handlers[op] = handler
+
+
+def fail_future(client: Client, key: Any, exc: BaseException) -> None:
+    """Make the client's Future for ``key`` (if any) raise ``exc``."""
+    client._handle_task_erred(key=key, exception=exc, traceback=None)
 
 
 def send_to_scheduler(client: Client, msg: dict[str, Any]) -> None:

@@ -23,6 +23,7 @@ from distributed import Client, Future, get_client
 
 from daskgen import _compat, _config
 from daskgen.exceptions import (
+    DaskgenError,
     GeneratorCancelledError,
     InvalidStateError,
     StreamTimeoutError,
@@ -72,8 +73,24 @@ def _setup_client(client: Client) -> None:
     _compat.register_client_handler(
         client, "daskgen-items", _make_items_handler(client)
     )
+    _compat.register_client_handler(
+        client, "daskgen-rejected", functools.partial(_rejected, client)
+    )
     client.subscribe_topic(f"daskgen-print-{client.id}", _print_event)
     _installed[client.id] = True
+
+
+def _rejected(client: Client, prefix: str, n: int, name: str) -> None:
+    """The scheduler rejected a static call's graph: fail its item Futures."""
+    exc = DaskgenError(
+        f"generator call {name!r} never started: the scheduler did not accept its "
+        "task, most often because it could not deserialize the task graph (the "
+        "scheduler lacks a module or object the client has: install the same "
+        "packages on the scheduler and the workers). The scheduler's log has the "
+        "cause."
+    )
+    for i in range(n):
+        _compat.fail_future(client, (prefix, i), exc)
 
 
 def _print_event(event: tuple[float, dict[str, Any]]) -> None:
@@ -323,6 +340,7 @@ def submit(
                 "op": "daskgen-declare",
                 "gen_id": gen_id,
                 # for an error if the scheduler rejected the call's graph
+                "driver": driver_key,
                 "prefix": prefix,
                 "n": n,
                 "name": name,

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, cast
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 from daskgen import _compat, _config
-from daskgen.exceptions import DaskgenError
 
 if TYPE_CHECKING:
     from distributed.scheduler import Scheduler, TaskState
@@ -240,6 +239,7 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         prefix: str | None = None,
         n: int = 0,
         name: str = "",
+        driver: Any = None,
     ) -> None:
         """Create a static call's N item tasks (a client stream handler).
 
@@ -255,10 +255,22 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         """
         s = self.scheduler
         g = self.generators.get(gen_id)
-        if s is not None and g is None and client in s.clients and prefix:
-            # The call never reached this plugin: the scheduler rejected its
-            # graph (its driver Future says why). Its items would never exist.
-            self._reject(s, client, prefix, n, name)
+        if (
+            s is not None
+            and g is None
+            and driver is not None
+            and driver not in s.tasks
+            and client in s.clients
+        ):
+            # The call never reached this plugin and its driver does not
+            # exist: the scheduler rejected its graph (the driver's Future
+            # says why). Its items would never exist; the client fails them.
+            # (A call that reused the key of a live call is skipped by
+            # update_graph too, but its driver key exists: nothing to do.)
+            s.client_send(
+                client,
+                {"op": "daskgen-rejected", "prefix": prefix, "n": n, "name": name},
+            )
             return
         if s is None or g is None or g.mode != "static" or not g.num_returns:
             return
@@ -289,36 +301,6 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         if dts.state in ("memory", "erred"):
             self._release_pseudo(g)  # it waited for the declaration
 
-    def _reject(
-        self, s: Scheduler, client: str, prefix: str, n: int, name: str
-    ) -> None:
-        from distributed.core import error_message
-
-        try:
-            raise DaskgenError(
-                f"generator call {name!r} never started: the scheduler did not "
-                "accept its task, most often because it could not deserialize "
-                "the task graph (the scheduler lacks a module or object the "
-                "client has: install the same packages on the scheduler and "
-                "the workers). The scheduler's log has the cause."
-            )
-        except DaskgenError as e:
-            err = error_message(e)
-        s.send_all(
-            {
-                client: [
-                    {
-                        "op": "task-erred",
-                        "key": (prefix, i),
-                        "exception": err["exception"],
-                        "traceback": err["traceback"],
-                    }
-                    for i in range(n)
-                ]
-            },
-            {},
-        )
-
     # ------------------------------------------------------- driver -> scheduler
 
     def produced(
@@ -348,7 +330,12 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
             or dts.run_id != run_id
         ):
             # A stale attempt: the driver was rescheduled, released or forgotten.
-            return {"stop": True, "drop": [i for i, *_ in items], "limit": None}
+            return {
+                "stop": True,
+                "stale": True,
+                "drop": [i for i, *_ in items],
+                "limit": None,
+            }
         ws = dts.processing_on
         stimulus_id = f"daskgen-produced-{time.time()}"
         drop: list[int] = []

@@ -62,18 +62,33 @@ current_call: contextvars.ContextVar[CallInfo | None] = contextvars.ContextVar(
 )
 
 
+# Keys of drivers stopped by a cancel the caller asked for (bounded: a key is
+# removed when its log record passes the filter, and the oldest go first).
+_requested_cancels: dict[Any, None] = {}
+
+
+def _note_requested_cancel(key: Any) -> None:
+    _requested_cancels[key] = None
+    while len(_requested_cancels) > 1000:
+        del _requested_cancels[next(iter(_requested_cancels))]
+
+
 class _RequestedCancelFilter(logging.Filter):
     """Drop the worker's "Compute Failed" error for a driver stopped by a
-    cancel the caller asked for: nothing failed. Other errors pass."""
+    cancel the caller asked for: nothing failed. Every other record passes,
+    a user's task failing with GeneratorCancelledError included."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not str(record.msg).startswith("Compute Failed"):
+        if not _requested_cancels or not str(record.msg).startswith("Compute Failed"):
             return True
         args = record.args if isinstance(record.args, tuple) else ()
-        return not any(
-            isinstance(a, str) and a.startswith(f"{GeneratorCancelledError.__name__}(")
-            for a in args
-        )
+        try:
+            hit = bool(args) and args[0] in _requested_cancels
+        except TypeError:  # an unhashable first argument
+            return True
+        if hit:
+            del _requested_cancels[args[0]]
+        return not hit
 
 
 def _install_log_filter() -> None:
@@ -107,7 +122,7 @@ class GeneratorWorkerPlugin(WorkerPlugin):
     def handle_stop(self, gen_id: str) -> None:
         d = self.drivers.get(gen_id)
         if d is not None:
-            d.set_stop()
+            d.set_stop(requested=True)
 
     def handle_limit(self, gen_id: str, limit: int | None) -> None:
         d = self.drivers.get(gen_id)
@@ -156,6 +171,7 @@ class Driver:
         self.held: tuple[int, int, bytes | None, str] | None = None
         self.inflight = False
         self.stop = False
+        self.cancel_requested = False
         self.limit: int | None = meta.get("backpressure")
         self.error: str | None = None
         self.end: dict[str, Any] | None = None
@@ -167,9 +183,11 @@ class Driver:
 
     # ------------------------------------------------------------ thread side
 
-    def set_stop(self) -> None:
+    def set_stop(self, requested: bool = False) -> None:
+        """Stop at the next yield; ``requested``: the caller cancelled the call."""
         with self.cond:
             self.stop = True
+            self.cancel_requested |= requested
             self.cond.notify_all()
 
     def set_limit(self, limit: int | None) -> None:
@@ -256,7 +274,9 @@ class Driver:
             error = GeneratorCancelledError(
                 f"generator call {self.gen_id} was cancelled after {i} items"
             )
-            logger.debug("%s stopped by a cancel after %d items", self.key, i)
+            if self.cancel_requested:
+                _note_requested_cancel(self.key)
+            logger.debug("%s stopped after %d items", self.key, i)
         except BaseException as e:
             error = e
         finally:
@@ -416,6 +436,7 @@ class Driver:
         with self.cond:
             if reply.get("stop"):
                 self.stop = True
+                self.cancel_requested |= not reply.get("stale")
             if self.limit is not None or reply.get("limit") is not None:
                 self.limit = reply.get("limit")
             self.cond.notify_all()

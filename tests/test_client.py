@@ -50,6 +50,10 @@ def gated(n, event_name, k):
         yield i
 
 
+def raise_cancelled():
+    raise GeneratorCancelledError("raised by the user's own task")
+
+
 def plain(n):
     return [i + 100 for i in range(n)]
 
@@ -389,11 +393,16 @@ async def test_cancel_runs_finally(c, s, a, b):
 
         assert await Variable("fin-var").get(timeout=5) == "closed"
         await assert_raises(gen.completed(), GeneratorCancelledError, "cancelled")
+        # a user's own task failing with the same exception type is logged
+        other = c.submit(raise_cancelled, pure=False)
+        await assert_raises(other, GeneratorCancelledError, "the user's own task")
     # a cancel the caller asked for is not an error in the worker's log
-    assert "Compute Failed" not in log.getvalue()
+    assert "was cancelled after" not in log.getvalue()
+    assert log.getvalue().count("Compute Failed") == 1
+    assert "Key:       raise_cancelled" in log.getvalue()
     assert await first == 0  # items taken before the cancel stay valid
     Variable("fin-var").delete()
-    del gen, first
+    del gen, first, other
     await assert_clean(c, s, a, b)
 
 
@@ -591,4 +600,23 @@ async def test_graph_the_scheduler_cannot_load(c, s, a, b, num_returns):
             assert "uses" in str(exc) and "deserializ" in str(exc), exc
         del item
     del r
+    await assert_clean(c, s, a, b)
+
+
+@gen_cluster(client=True)
+async def test_key_reused_by_a_live_call(c, s, a, b):
+    """A second call with the key of a live call shares its items (like two
+    client.submit calls with one key) and does not disturb them."""
+    await daskgen.install(c)
+    ev = Event("reuse-key")
+    first = daskgen.submit(gated, 3, "reuse-key", 1, num_returns=3, key="mycall")
+    assert await first[0] == 0
+    second = daskgen.submit(gated, 3, "reuse-key", 1, num_returns=3, key="mycall")
+    assert [f.key for f in second] == [f.key for f in first]
+    await asyncio.sleep(0.2)  # let the scheduler read the second declaration
+    assert first[0].status == "finished"
+    await ev.set()
+    assert await c.gather(first) == [0, 1, 2]
+    assert await c.gather(second) == [0, 1, 2]
+    del first, second
     await assert_clean(c, s, a, b)
