@@ -338,7 +338,7 @@ class Driver:
             more = bool(self.outbox)
             self.scheduled = more
             end = self.end
-        last = -1
+        last, stored_bytes = -1, 0
         if batch:
             data: dict[Any, Any] = {}
             for i, value, _ in batch:
@@ -349,9 +349,7 @@ class Driver:
                 _compat.store_local(
                     self.worker, data, stimulus_id=f"daskgen-store-{time.time()}"
                 )
-            with self.cond:
-                self.outbox_bytes -= sum(nb for *_, nb in batch)
-                self.cond.notify_all()
+            stored_bytes = sum(nb for *_, nb in batch)
             for i, value, _ in batch:
                 typ = type(value)
                 t = self.types.get(typ)
@@ -375,8 +373,9 @@ class Driver:
         ):
             self.inflight = True
             asyncio.ensure_future(self._send())
-        if last >= 0:
+        if last >= 0:  # one wake-up for both waits in _publish
             with self.cond:
+                self.outbox_bytes -= stored_bytes
                 self.pumped = last
                 self.cond.notify_all()
         if more:  # after the send, so that it leaves before the next batch
