@@ -23,15 +23,19 @@ __all__ = [
     "Task",
     "TaskRef",
     "complete_items",
+    "detach",
     "create_item",
     "driver_run_id",
     "fail_future",
     "free_local",
+    "held_nbytes",
     "future_state",
     "register_client_handler",
     "set_allowed_deaths",
+    "set_suspicious",
     "store_local",
     "worker_task_state",
+    "wrap_task_erred",
 ]
 
 
@@ -121,24 +125,28 @@ def complete_items(
     scheduler.transitions(recommendations, stimulus_id)
 
 
-def orphan_items(
-    scheduler: Scheduler, driver: TaskState, run_spec: Callable[[Any], Any]
-) -> None:
-    """Cut the in-memory items of a driver that failed for good loose from it.
+def detach(scheduler: Scheduler, key: Any, run_spec: Any) -> None:
+    """Cut task ``key`` loose from its dependencies and give it ``run_spec``.
 
-    Called from the driver's ``-> erred`` transition hook, before the same
-    event (a worker death) releases the items it lost: such an item then runs
-    ``run_spec(key)`` (which raises) instead of waiting forever for a driver
-    that will never run again. Items still waiting err through the dependency.
+    Called from a transition hook, before the recommendations of the same
+    event run: a lost item that cannot be rebuilt then runs ``run_spec``
+    (which raises why) instead of waiting for a driver that will not produce
+    it; a finished call's end marker becomes a task that is rebuilt alone.
     """
-    for ts in list(driver.dependents):
-        if ts.state != "memory":
-            continue
-        driver.dependents.discard(ts)
-        ts.dependencies.discard(driver)
-        if driver.waiters:
-            driver.waiters.discard(ts)
-        ts.run_spec = run_spec(ts.key)
+    ts = scheduler.tasks[key]
+    for dts in ts.dependencies:
+        dts.dependents.discard(ts)
+        if dts.waiters:
+            dts.waiters.discard(ts)
+    ts.dependencies.clear()
+    if ts.waiting_on:
+        ts.waiting_on.clear()
+    ts.run_spec = run_spec
+
+
+def set_suspicious(ts: TaskState, value: int) -> None:
+    """Set the worker-death count the scheduler compares to allowed-failures."""
+    ts.suspicious = value
 
 
 def set_allowed_deaths(ts: TaskState, allowed_failures: int, max_retries: int) -> None:
@@ -169,6 +177,14 @@ def worker_task_state(worker: Worker, key: Any) -> str | None:
     return None if ts is None else str(ts.state)
 
 
+def held_nbytes(worker: Worker, key: Any) -> int:
+    """Size of ``key`` if this worker holds it in memory, else -1."""
+    ts = worker.state.tasks.get(key)
+    if ts is None or ts.state != "memory":
+        return -1
+    return int(ts.nbytes or 0)
+
+
 def driver_run_id(worker: Worker, key: Any) -> int | None:
     ts = worker.state.tasks.get(key)
     return None if ts is None else ts.run_id
@@ -182,6 +198,28 @@ def register_client_handler(
 ) -> None:
     """Let the scheduler send ``{"op": op, ...}`` messages to this client."""
     client._stream_handlers[op] = handler
+
+
+def wrap_task_erred(
+    client: Client, reword: Callable[[Any, BaseException], BaseException | None]
+) -> None:
+    """Let ``reword(key, exception)`` replace the exception of a task-erred
+    message before the client's Future gets it (None: keep it)."""
+    from distributed.core import clean_exception
+
+    orig = client._stream_handlers["task-erred"]
+
+    def handler(key: Any = None, exception: Any = None, traceback: Any = None) -> Any:
+        try:
+            _, exc, tb = clean_exception(exception, traceback)
+            new = reword(key, exc) if exc is not None else None
+        except Exception:  # pragma: no cover - keep Dask's own message
+            new = None
+        if new is not None:
+            exception, traceback = new, tb
+        return orig(key=key, exception=exception, traceback=traceback)
+
+    client._stream_handlers["task-erred"] = handler
 
 
 def fail_future(client: Client, key: Any, exc: BaseException) -> None:

@@ -19,7 +19,7 @@ from typing import Any, Literal, TypeAlias
 
 from dask.base import annotate
 from dask.utils import funcname, parse_timedelta
-from distributed import Client, Future, get_client
+from distributed import Client, Future, KilledWorker, get_client
 
 from daskgen import _compat, _config
 from daskgen.exceptions import (
@@ -27,8 +27,9 @@ from daskgen.exceptions import (
     GeneratorCancelledError,
     InvalidStateError,
     StreamTimeoutError,
+    killed_error,
 )
-from daskgen.scheduler import ANNOTATION, GeneratorSchedulerPlugin
+from daskgen.scheduler import ANNOTATION, GeneratorSchedulerPlugin, _completed
 from daskgen.worker import run_driver
 
 NumReturns: TypeAlias = "int | Literal['streaming', 'dynamic'] | None"
@@ -36,6 +37,8 @@ Timeout: TypeAlias = "float | str | timedelta | None"
 
 _installed: dict[str, bool] = {}
 _streams: dict[str, dict[str, _StreamState]] = {}
+#: Plain functions submitted through daskgen, per client: key -> (name, max_retries)
+_plain: dict[str, dict[Any, tuple[str, int]]] = {}
 _lock = threading.Lock()
 
 
@@ -77,7 +80,23 @@ def _setup_client(client: Client) -> None:
         client, "daskgen-rejected", functools.partial(_rejected, client)
     )
     client.subscribe_topic(f"daskgen-print-{client.id}", _print_event)
+    _compat.wrap_task_erred(client, functools.partial(_reword_killed, client.id))
     _installed[client.id] = True
+
+
+def _reword_killed(client_id: str, key: Any, exc: BaseException) -> Any:
+    """Dask's KilledWorker for a plain function submitted through daskgen
+    counts the cluster's allowed-failures; say what max_retries allowed."""
+    info = _plain.get(client_id, {}).get(key)
+    if (
+        info is None
+        or not isinstance(exc, KilledWorker)
+        or isinstance(exc, DaskgenError)
+    ):
+        return None
+    name, max_retries = info
+    worker = getattr(getattr(exc, "last_worker", None), "address", None)
+    return killed_error(name, key, max_retries + 1, max_retries, worker)
 
 
 def _rejected(client: Client, prefix: str, n: int, name: str) -> None:
@@ -287,6 +306,7 @@ def submit(
         raise TypeError(f"key must be a str, got {type(key).__name__}: {key!r}")
     prefix = key or f"{name}-{token}"
     driver_key = f"{prefix}-generator" if key else f"{name}-generator-{token}"
+    end_key = f"{prefix}-completed" if key else f"{name}-completed-{token}"
     gen_id = token
     n = num_returns if isinstance(num_returns, int) else None
     meta = {
@@ -299,17 +319,28 @@ def submit(
         "name": name,
         "client": client.id,
     }
+    if mode in ("streaming", "dynamic"):
+        meta["end"] = end_key
     submit_kwargs: dict[str, Any] = dict(
         workers=workers,
         resources=resources,
         priority=priority,
         allow_other_workers=allow_other_workers,
-        retries=max_retries if retry_exceptions else None,
         pure=False,
     )
     if mode == "plain":
         with annotate(**{ANNOTATION: meta}):
-            return client.submit(func, *args, key=key, **submit_kwargs, **kwargs)
+            fut = client.submit(
+                func,
+                *args,
+                key=key,
+                retries=max_retries if retry_exceptions else None,
+                **submit_kwargs,
+                **kwargs,
+            )
+        _plain.setdefault(client.id, {})[fut.key] = (name, max_retries)
+        weakref.finalize(fut, _plain[client.id].pop, fut.key, None)
+        return fut
     task_meta = dict(meta, retry_exceptions=_retry_spec(retry_exceptions))
     state = None
     if mode in ("streaming", "dynamic"):
@@ -326,12 +357,23 @@ def submit(
             key=driver_key,
             **submit_kwargs,
         )
-    if mode == "streaming":
+    if mode in ("streaming", "dynamic"):
         assert state is not None
-        return FutureGenerator(state, driver, name, backpressure)
-    if mode == "dynamic":
-        assert state is not None
-        return DynamicFuture(driver.key, client, stream=state, _driver=driver)
+        # The caller holds the call's end marker, a task that depends on the
+        # driver, never the driver itself: so a finished driver is released
+        # (nothing holds its result) and re-runs when a lost item needs it.
+        end = client.submit(_completed, driver, key=end_key, pure=False)
+        # Held until the call ends (or the handle is dropped), to see its
+        # error if the scheduler rejects the graph and daskgen never sees it.
+        state.driver = driver
+        if client.loop is not None:
+            client.loop.add_callback(
+                _end_with_driver, _compat.future_state(driver), state
+            )
+        del driver
+        if mode == "streaming":
+            return FutureGenerator(state, end, name, driver_key, backpressure)
+        return DynamicFuture(end_key, client, stream=state, _end=end)
     assert n is not None
     if n:
         _compat.send_to_scheduler(
@@ -466,6 +508,8 @@ class _StreamState:
         self.produced = 0
         self.futures: dict[int, Future[Any]] = {}
         self.end: str | None = None
+        self.driver: Future[Any] | None = None
+        self.error: Any = None  # the driver's state, if the scheduler rejected it
         self.abandoned = False
         self.changed: asyncio.Event | None = None
 
@@ -490,6 +534,8 @@ class _StreamState:
             )
         if end is not None:
             self.end = end
+            if self.error is None:  # else completed() gives the driver's error
+                self.driver = None
             self.forget()
         if self.changed is not None:
             self.changed.set()
@@ -504,6 +550,7 @@ class _StreamState:
         """The handle was dropped: free what it did not take, and what comes."""
         self.abandoned = True
         self.futures.clear()
+        self.driver = None
         if self.end is None and self.client.status == "running":
             _compat.send_to_scheduler(
                 self.client, {"op": "daskgen-abandon", "gen_id": self.gen_id}
@@ -558,12 +605,14 @@ class FutureGenerator:
     def __init__(
         self,
         state: _StreamState,
-        driver: Future[Any],
+        end: Future[Any],
         name: str,
+        key: Any,
         backpressure: int | None,
     ) -> None:
         self._state = state
-        self._driver = driver
+        self._end = end
+        self._key = key
         self._client = state.client
         self._name = name
         self._backpressure = backpressure
@@ -572,17 +621,13 @@ class FutureGenerator:
         self._raised = False
         self._take_scheduled = False
         weakref.finalize(self, state.abandon)
-        if self._client.loop is not None:
-            self._client.loop.add_callback(
-                _end_with_driver, _compat.future_state(driver), state
-            )
 
     # ---------------------------------------------------------------- public
 
     @property
     def key(self) -> Any:
         """Key of the task that runs the generator."""
-        return self._driver.key
+        return self._key
 
     @property
     def status(self) -> StreamStatus:
@@ -595,11 +640,19 @@ class FutureGenerator:
         reason (e.g. ``KilledWorker``) or was cancelled; an exception raised
         by the generator itself is delivered as an item instead.
         """
-        return self._driver
+        if self._state.error is not None and self._state.driver is not None:
+            return self._state.driver  # the scheduler rejected the call
+        return self._end
 
     def is_finished(self) -> bool:
-        """True once the generator task has ended and every item was returned."""
-        return self._state.end is not None and self._index >= self._state.produced
+        """True once the generator task has ended, every item was returned,
+        and no error is still to be raised by ``next``."""
+        s = self._state
+        return (
+            s.end is not None
+            and self._index >= s.produced
+            and (s.end != "erred" or self._raised)
+        )
 
     def next_ready(self) -> bool:
         """True if ``next`` would return at once (an item is ready, or the end)."""
@@ -626,7 +679,12 @@ class FutureGenerator:
             Time in seconds after which to raise
             :class:`~daskgen.StreamTimeoutError` (a ``TimeoutError``).
         """
-        return self._client.sync(self._next, timeout=parse_timedelta(timeout))
+        try:
+            return self._client.sync(self._next, timeout=parse_timedelta(timeout))
+        except StopAsyncIteration:
+            if self._client.asynchronous:
+                raise
+            raise StopIteration from None
 
     # ------------------------------------------------------------- protocols
 
@@ -728,7 +786,7 @@ class FutureGenerator:
                 self._status = StreamStatus.finished
                 if s.end == "erred" and not self._raised:
                     self._raised = True
-                    raise await _driver_error(self._driver)
+                    raise await _driver_error(self._end, s)
                 raise StopAsyncIteration
             event = s.event()
             event.clear()
@@ -753,12 +811,19 @@ async def _end_with_driver(driver: Any, stream: _StreamState) -> None:
     # Not on "cancelled": client.cancel(gen.completed()) cancels only the
     # caller's Future while the generator runs on (docs/semantics.md).
     if driver.status == "error" and stream.end is None:
+        stream.error = driver
         stream.on_items(stream.produced, "erred")
 
 
-async def _driver_error(driver: Future[Any]) -> BaseException:
-    """The exception of a driver task that erred or was cancelled."""
-    st = await _compat.future_done(driver)
+async def _driver_error(
+    end: Future[Any], stream: _StreamState | None = None
+) -> BaseException:
+    """The exception of a call whose driver erred or was cancelled (its end
+    marker's, or its driver's if the scheduler never accepted the call)."""
+    if stream is not None and stream.error is not None:
+        st = stream.error
+    else:
+        st = await _compat.future_done(end)
     if st.status == "error":
         # Raise a copy: raising the stored exception would chain this frame's
         # traceback (and so the Futures it references) into the client's state.
@@ -768,7 +833,7 @@ async def _driver_error(driver: Future[Any]) -> BaseException:
         if st.traceback is not None:
             exc = exc.with_traceback(st.traceback)
         return exc
-    return GeneratorCancelledError(f"generator task {driver.key!r} was cancelled")
+    return GeneratorCancelledError(f"generator call {end.key!r} was cancelled")
 
 
 # ----------------------------------------------------------------- DynamicFuture
@@ -794,11 +859,11 @@ class DynamicFuture(Future):  # type: ignore[type-arg]  # Future is generic only
         client: Client,
         *,
         stream: _StreamState,
-        _driver: Future[Any],
+        _end: Future[Any],
     ) -> None:
         super().__init__(key, client)
         self._stream = stream
-        self._keep = _driver
+        self._keep = _end
         # Dropped: free the items the stream state holds for it.
         weakref.finalize(self, stream.abandon)
 
@@ -807,15 +872,26 @@ class DynamicFuture(Future):  # type: ignore[type-arg]  # Future is generic only
         return self.client.sync(self._items, callback_timeout=parse_timedelta(timeout))
 
     async def _items(self) -> list[Future[Any]]:
-        st = await _compat.future_done(self._keep)
-        if st.status == "error":
-            raise await _driver_error(self._keep)
-        if st.status == "cancelled":
-            raise GeneratorCancelledError(f"dynamic call {self.key!r} was cancelled")
         s = self._stream
-        while s.end is None:  # the end notification precedes key-in-memory
-            await s.event().wait()
-            s.event().clear()
+        st = _compat.future_state(self._keep)
+        # The end notification precedes the end marker's key-in-memory; the
+        # marker alone says when the call was cancelled with client.cancel.
+        while s.end is None and st.status not in ("error", "cancelled"):
+            event = s.event()
+            event.clear()
+            waits = [
+                asyncio.ensure_future(event.wait()),
+                asyncio.ensure_future(st.wait()),
+            ]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+        if s.end == "erred" or st.status == "error":
+            raise await _driver_error(self._keep, s)
+        if s.end != "memory" or st.status == "cancelled":
+            raise GeneratorCancelledError(f"dynamic call {self.key!r} was cancelled")
         return [s.futures[i] for i in range(s.produced)]
 
     def cancel(self, reason: Any = None, msg: Any = None, **kwargs: Any) -> Any:

@@ -104,3 +104,31 @@ class ItemLostError(_KilledWorkerMessage):
     the item is gone. A :class:`distributed.KilledWorker`, so code catching
     Dask's error for dead workers catches it too.
     """
+
+
+def killed_error(
+    name: str,
+    key: Any,
+    deaths: int,
+    max_retries: int,
+    worker: Any,
+    runs: int | None = None,
+) -> GeneratorKilledError:
+    """The error of a call whose worker died once more than max_retries allows."""
+    s = "s" if max_retries != 1 else ""
+    text = (
+        f"the worker running {name!r} (task {key!r}) died {deaths} "
+        f"time{'s' if deaths != 1 else ''}, and max_retries={max_retries} allows "
+        f"{max_retries} re-run{s}."
+    )
+    if runs is not None and runs > deaths:
+        text += (
+            f" It ran {runs} times in all: worker deaths, retried exceptions and "
+            "rebuilding lost items each use a re-run."
+        )
+    return GeneratorKilledError(
+        f"{text} The last worker was {worker}. A worker usually dies for "
+        "exceeding its memory limit: check the worker logs, yield smaller values, "
+        "or give workers more memory. See "
+        "https://distributed.dask.org/en/stable/killed.html"
+    )

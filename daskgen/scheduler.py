@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 from daskgen import _compat, _config
+from daskgen.exceptions import killed_error
 
 if TYPE_CHECKING:
     from distributed.scheduler import Scheduler, TaskState
@@ -47,11 +48,15 @@ class GenState:
     backpressure: int | None
     max_retries: int
     pseudo: str | None
+    end_key: Any = None  # the caller's completed() / DynamicFuture key
     submitted: float = field(default_factory=time.time)
     state: str = "waiting"
     worker: str | None = None
     run_id: int | None = None
-    attempts: int = 0
+    attempts: int = 0  # runs started: the first, and each re-run (max_retries)
+    deaths: int = 0  # runs ended by the death of their worker
+    base: int = 0  # the driver's TaskState.suspicious when its run started
+    run_produced: int = 0  # highest index + 1 reported by the current run
     produced: int = 0  # items reported, highest index + 1 over all attempts
     final: int | None = None  # item count of an attempt that ran to its end
     taken: int = 0
@@ -71,6 +76,11 @@ class GenState:
 
     def item_key(self, i: int) -> tuple[str, int]:
         return (self.prefix, i)
+
+    @property
+    def budget(self) -> int:
+        """How many runs the call may have: the first and max_retries re-runs."""
+        return self.max_retries + 1
 
     def item_spec(self) -> Any:
         """The run spec of every item of this call: one shared object.
@@ -139,6 +149,9 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         self.generators: dict[str, GenState] = {}
         self.by_driver: dict[Any, GenState] = {}
         self.by_prefix: dict[str, GenState] = {}
+        self.by_end: dict[Any, GenState] = {}
+        #: Plain functions submitted through daskgen: key -> max_retries.
+        self.plain: dict[Any, int] = {}
         self.history: deque[dict[str, Any]] = deque(maxlen=_config.get("history"))
         self.totals: dict[str, float] = {
             "items": 0,
@@ -166,6 +179,7 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
             }
         )
         scheduler.extensions["daskgen"] = self
+        _KilledLogFilter.install(self)
         from daskgen import dashboard
         from daskgen.worker import GeneratorWorkerPlugin
 
@@ -182,6 +196,7 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
     async def close(self) -> None:
         from daskgen import dashboard
 
+        _KilledLogFilter.uninstall(self)
         dashboard.uninstall(self)
 
     # ---------------------------------------------------------------- submission
@@ -205,10 +220,11 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
             ts = scheduler.tasks.get(key)
             if ts is None or key in self.by_driver:
                 continue
-            _compat.set_allowed_deaths(
-                ts, scheduler.allowed_failures, int(meta["max_retries"])
-            )
             if meta["mode"] == "plain":
+                _compat.set_allowed_deaths(
+                    ts, scheduler.allowed_failures, int(meta["max_retries"])
+                )
+                self.plain[key] = int(meta["max_retries"])
                 continue
             g = GenState(
                 gen_id=meta["gen_id"],
@@ -220,16 +236,19 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
                 num_returns=meta.get("num_returns"),
                 backpressure=meta.get("backpressure"),
                 max_retries=int(meta["max_retries"]),
-                pseudo=None
-                if meta["mode"] == "dynamic"
-                else f"daskgen-{meta['gen_id']}",
+                pseudo=f"daskgen-{meta['gen_id']}",
+                end_key=meta.get("end"),
             )
             self.generators[g.gen_id] = g
             self.by_driver[key] = g
             self.by_prefix[g.prefix] = g
-            if g.pseudo:
+            if g.end_key is not None:
+                self.by_end[g.end_key] = g
+            if g.mode != "dynamic":
                 # Ray semantics: the call runs to its end even if the caller
                 # drops every handle. The pseudo-client lets go when it ends.
+                # (Dropping a DynamicFuture stops its first run: nobody could
+                # ever get its items.)
                 scheduler.client_desires_keys([key], g.pseudo)
 
     async def declare(
@@ -313,8 +332,10 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
     ) -> dict[str, Any]:
         """Handle a batch of stored yields from a driver (an RPC).
 
-        ``items`` holds ``(index, nbytes, pickled type, type name)``. The reply
-        says which indices to drop from the worker's data (no one needs them),
+        ``items`` holds ``(index, nbytes, pickled type, type name)``; nbytes
+        is -1 when the worker does not hold that value (it was fetching a copy
+        of it). The reply says which indices to drop from the worker's data
+        (no one needs them; the worker frees only values this attempt stored),
         whether to stop, and the backpressure limit.
         """
         s = self.scheduler
@@ -344,13 +365,18 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         inconsistent = None
         start_produced = g.produced
         for i, nbytes, typ, typename in items:
+            g.run_produced = max(g.run_produced, i + 1)
             if g.final is not None and i >= g.final:
                 inconsistent = i + 1
                 drop.append(i)
                 continue
             key = g.item_key(i)
             ts = s.tasks.get(key)
-            if ts is None and g.mode == "static" and i >= g.declared:
+            if nbytes < 0:
+                # Not held by this worker: a copy is elsewhere (in memory, or
+                # the item stays waiting for a run that can store it).
+                pass
+            elif ts is None and g.mode == "static" and i >= g.declared:
                 # produced before `declare` reached it: create it now, wanted
                 # by the caller (declare skips existing keys)
                 ts = _compat.create_item(
@@ -385,9 +411,9 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
                 drop.append(i)  # a replayed duplicate, or nobody wants it
             if i >= g.produced:
                 g.produced = i + 1
-                g.nbytes += nbytes
+                g.nbytes += max(nbytes, 0)
                 self.totals["items"] += 1
-                self.totals["bytes"] += nbytes
+                self.totals["bytes"] += max(nbytes, 0)
         client_msgs: dict[str, list[dict[str, Any]]] = {}
         if new:
             if g.mode != "static" and not g.abandoned:
@@ -430,9 +456,10 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
             g.final = count
             return {}
         g.error = end.get("text")
-        retry = bool(end.get("retryable")) and (dts.retries or 0) > 0
-        if not end.get("retryable"):
-            dts.retries = 0
+        # One budget for every re-run, as in Ray: a retried exception uses a
+        # re-run of max_retries like a worker death or a rebuild does.
+        retry = bool(end.get("retryable")) and g.attempts < g.budget
+        dts.retries = 1 if retry else 0
         if g.mode != "streaming" or retry:
             return {"raise": True}
         # Streaming: the error becomes one more item, after the last value.
@@ -472,11 +499,18 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
     def abandon(self, gen_id: str, client: str | None = None) -> None:
         """The caller dropped its handle: free items as soon as they're produced."""
         g = self.generators.get(gen_id)
-        if g is not None:
-            g.abandoned = True
-            if g.backpressure is not None:
-                g.backpressure = None  # nobody will take: let it run to its end
-                self.take(gen_id, g.taken + 1)
+        if g is None:
+            return
+        g.abandoned = True
+        if g.backpressure is not None:
+            # Nobody will take: lift the limit so that it runs to its end.
+            g.backpressure = None
+            if g.worker and g.state in ("running", "paused"):
+                assert self.scheduler is not None
+                self.scheduler.worker_send(
+                    g.worker, {"op": "daskgen-limit", "gen_id": gen_id, "limit": None}
+                )
+            self._update_pause(g)
 
     def cancel_handler(self, gen_id: str, client: str | None = None) -> None:
         g = self.generators.get(gen_id)
@@ -484,18 +518,76 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
             self.cancel(g)
 
     def cancel(self, g: GenState) -> None:
-        """Stop the generator at its next yield; its driver then errs."""
+        """Stop the generator at its next yield; its driver then errs.
+
+        A driver that is not running (waiting for its inputs, queued, or with
+        no worker to run on) never will: the caller's Futures of the call that
+        are not done err with GeneratorCancelledError at once, and every key
+        the call holds is released.
+        """
         if g.cancelled or g.state in ("finished", "erred"):
             return
         g.cancelled = True
-        assert self.scheduler is not None
-        dts = self.scheduler.tasks.get(g.driver)
+        s = self.scheduler
+        assert s is not None
+        dts = s.tasks.get(g.driver)
         if dts is not None and dts.state == "processing" and dts.processing_on:
-            self.scheduler.worker_send(
+            s.worker_send(
                 dts.processing_on.address, {"op": "daskgen-stop", "gen_id": g.gen_id}
             )
-        elif dts is None or dts.state in ("released", "forgotten"):
-            self._release_pseudo(g)
+            return
+        if dts is not None and dts.state in ("waiting", "queued", "no-worker"):
+            self._cancel_not_started(g, dts)
+        self._release_pseudo(g)
+
+    def _cancel_not_started(self, g: GenState, dts: TaskState) -> None:
+        s = self.scheduler
+        assert s is not None
+        g.state = "cancelled"
+        g.stopped = time.time()
+        keys = [
+            ts.key
+            for ts in dts.dependents
+            if ts.state in ("released", "waiting")
+            and any(cs.client_key == g.client for cs in ts.who_wants or ())
+        ]
+        if g.client in s.clients and keys:
+            from distributed.protocol import pickle
+
+            from daskgen.exceptions import GeneratorCancelledError
+
+            exc = pickle.dumps(
+                GeneratorCancelledError(
+                    f"generator call {g.name!r} was cancelled before it started "
+                    f"(its task {g.driver!r} was {dts.state})"
+                )
+            )
+            for key in keys:
+                s.client_send(
+                    g.client,
+                    {
+                        "op": "task-erred",
+                        "key": key,
+                        "exception": exc,
+                        "traceback": None,
+                    },
+                )
+            if g.mode != "static" and not g.ended:
+                g.ended = True
+                s.client_send(
+                    g.client,
+                    {
+                        "op": "daskgen-items",
+                        "gen_id": g.gen_id,
+                        "produced": g.produced,
+                        "end": "cancelled",
+                    },
+                )
+            s.client_releases_keys(
+                keys=keys,
+                client=g.client,
+                stimulus_id=f"daskgen-cancel-{time.time()}",
+            )
 
     # ------------------------------------------------------------------- hooks
 
@@ -512,6 +604,15 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         if g is not None:
             self._driver_transition(g, start, finish, stimulus_id, kwargs)
             return
+        g = self.by_end.get(key)
+        if g is not None:
+            if finish == "memory":
+                # Done: a lost copy is rebuilt without the generator.
+                assert self.scheduler is not None
+                _compat.detach(self.scheduler, key, _compat.Task(key, _completed, None))
+            elif finish == "forgotten":
+                self.by_end.pop(key, None)
+            return
         if type(key) is tuple and key and key[0] in self.by_prefix:
             g = self.by_prefix[key[0]]
             if finish == "forgotten" or (start == "memory" and finish == "released"):
@@ -522,6 +623,74 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
                 and g.mode == "static"
             ):
                 self.cancel(g)
+            elif start == "memory" and finish == "released":
+                self._item_lost(g, key)
+            return
+        if finish == "forgotten":
+            self.plain.pop(key, None)
+
+    def _item_lost(self, g: GenState, key: Any) -> None:
+        """An item's last copy is gone (its worker died). If someone still
+        wants it, it is rebuilt by re-running the generator (Dask lineage: it
+        waits for the driver), unless that cannot happen: then it is cut loose
+        from the driver with a run spec that raises why."""
+        s = self.scheduler
+        assert s is not None
+        ts = s.tasks[key]
+        dts = s.tasks.get(g.driver)
+        if (
+            not (ts.who_wants or ts.waiters)
+            or dts is None
+            or ts.run_spec is not g._spec
+        ):
+            return
+        reason = None
+        if g.cancelled:
+            reason = "its generator call was cancelled"
+        elif (
+            dts.state == "processing"
+            and dts.processing_on is not None
+            and dts.processing_on.address in s.workers  # else it runs again
+            and key[1] < g.run_produced
+        ):
+            # Dask runs one instance of a task at a time, and this run has
+            # passed the item: waiting for its end could wait forever (an
+            # endless stream, or one paused by backpressure for this item).
+            reason = (
+                "its generator is still running and has already yielded it in "
+                "this run, so it cannot be rebuilt until that run ends. Submit "
+                "the call again, or keep a copy (client.replicate) of items "
+                "other workers use"
+            )
+        elif dts.state == "released" and g.attempts >= g.budget:
+            reason = (
+                f"rebuilding it needs another run of the generator, and "
+                f"max_retries={g.max_retries} allows {g.max_retries} re-run"
+                f"{'s' if g.max_retries != 1 else ''} (it ran {g.attempts} "
+                f"time{'s' if g.attempts != 1 else ''}: worker deaths, retried "
+                "exceptions and rebuilt items each use one)"
+            )
+        elif dts.state == "memory":
+            # The driver's run just ended and its result is still held:
+            # release it once this transition is through, so it runs again.
+            asyncio.get_running_loop().call_soon(self._rerun, g)
+        if reason is not None:
+            _compat.detach(
+                s, key, _compat.Task(key, _lost_item, str(key), g.name, reason)
+            )
+
+    def _rerun(self, g: GenState) -> None:
+        """Run a finished driver again for items that wait for it."""
+        s = self.scheduler
+        dts = s.tasks.get(g.driver) if s else None
+        if s is None or dts is None or dts.state != "memory":
+            return
+        if any(
+            ts.state in ("waiting", "processing", "queued", "no-worker")
+            and ts.run_spec is g._spec
+            for ts in dts.dependents
+        ):
+            s.transitions({dts.key: "released"}, f"daskgen-rerun-{time.time()}")
 
     def _driver_transition(
         self, g: GenState, start: str, finish: str, stimulus_id: str, kw: dict[str, Any]
@@ -529,15 +698,27 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         s = self.scheduler
         assert s is not None
         now = time.time()
+        dts = s.tasks.get(g.driver)
         if finish == "processing":
-            dts = s.tasks[g.driver]
+            assert dts is not None
             g.attempts += 1
+            g.run_produced = 0
             g.state = "running"
             g.worker = dts.processing_on.address if dts.processing_on else None
             g.run_id = dts.run_id
             g.started = g.started or now
+            # Dask fails the task once its deaths exceed allowed-failures:
+            # start this run's count so that happens when no re-run is left.
+            g.base = s.allowed_failures - max(g.budget - g.attempts, 0)
+            _compat.set_suspicious(dts, g.base)
             if g.cancelled and g.worker:
                 s.worker_send(g.worker, {"op": "daskgen-stop", "gen_id": g.gen_id})
+        elif start == "released" and finish == "waiting" and g.attempts:
+            # A re-run (a rebuild of lost items): it runs to its end, whoever
+            # still holds a handle, so its length is checked.
+            g.state = "waiting"
+            if g.pseudo and dts is not None:
+                s.client_desires_keys([g.driver], g.pseudo)
         elif finish in ("memory", "erred"):
             self._end_pause(g, now)
             g.stopped = now
@@ -545,7 +726,7 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
                 g.state = "finished"
             else:
                 g.state = "cancelled" if g.cancelled else "erred"
-                g.error = g.error or _error_text(s.tasks.get(g.driver), kw)
+                g.error = g.error or _error_text(dts, kw)
             if g.mode != "static" and not g.ended:
                 g.ended = True
                 s.client_send(
@@ -557,51 +738,42 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
                         "end": finish,
                     },
                 )
+            loop = asyncio.get_running_loop()
             if finish == "erred":
-                g.error = (
-                    self._explain_killed(g.driver, g.name, g.max_retries, kw) or g.error
-                )
+                g.error = self._explain_killed(g, kw) or g.error
                 self._orphan(g)
-                asyncio.get_running_loop().call_soon(self._err_unproduced, g)
-            asyncio.get_running_loop().call_soon(self._release_pseudo, g)
+                loop.call_soon(self._err_unproduced, g)
+            else:
+                loop.call_soon(self._rerun, g)
+            loop.call_soon(self._release_pseudo, g)
         elif finish == "forgotten":
             self._forget(g)
         elif start == "processing" and finish in ("released", "waiting"):
             self._end_pause(g, now)
-            cur = s.tasks.get(g.driver)
-            if cur is not None and not cur.who_wants and not cur.waiters:
-                # Nobody wants it any more (a dropped or cancelled dynamic call):
-                # the worker cancels the driver, which stops at its next yield.
-                g.cancelled = True
+            if dts is not None and (dts.suspicious or 0) > g.base:
+                g.deaths += 1  # remove_worker counted a death
+            if dts is not None and not dts.who_wants and not dts.waiters:
+                # Nobody wants it any more (a dropped dynamic call): the
+                # worker cancels the driver, which stops at its next yield.
                 g.state = "cancelled"
             else:
                 g.state = "waiting"  # worker died or retry: runs again
 
-    def _explain_killed(
-        self, key: Any, name: str, max_retries: int, kw: dict[str, Any]
-    ) -> str | None:
+    def _explain_killed(self, g: GenState, kw: dict[str, Any]) -> str | None:
         """Replace Dask's KilledWorker, which counts the global allowed-failures,
         with one that counts this call's max_retries (before the items err)."""
         from distributed.protocol import pickle
-
-        from daskgen.exceptions import GeneratorKilledError
 
         exc = kw.get("exception")
         if not isinstance(exc, bytes) or b"KilledWorker" not in exc:
             return None
         s = self.scheduler
-        ts = s.tasks.get(key) if s else None
+        ts = s.tasks.get(g.driver) if s else None
         if ts is None or cast(Any, ts.exception) is not exc:
             return None
-        deaths = max_retries + 1
-        new = GeneratorKilledError(
-            f"the worker running {name!r} (task {key!r}) died "
-            f"{deaths} time{'s' if deaths > 1 else ''}, and max_retries="
-            f"{max_retries} allows {max_retries} re-run"
-            f"{'s' if max_retries != 1 else ''}. The last worker was "
-            f"{kw.get('worker')}. A worker usually dies for exceeding its memory "
-            "limit: check the worker logs, yield smaller values, or give workers "
-            "more memory. See https://distributed.dask.org/en/stable/killed.html"
+        g.deaths += 1
+        new = killed_error(
+            g.name, g.driver, g.deaths, g.max_retries, kw.get("worker"), g.attempts
         )
         ts.exception = pickle.dumps(new)
         ts.exception_text = repr(new)
@@ -627,16 +799,20 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         dts = s.tasks.get(g.driver) if s else None
         if s is None or dts is None or dts.state != "erred":
             return
-        reason = g.error or "its generator failed"
-        _compat.orphan_items(
-            s, dts, lambda key: _compat.Task(key, _lost_item, str(key), g.name, reason)
-        )
+        reason = f"its generator failed: {g.error or 'see its driver task'}"
+        for ts in list(dts.dependents):
+            if ts.state == "memory" and ts.run_spec is g._spec:
+                _compat.detach(
+                    s,
+                    ts.key,
+                    _compat.Task(ts.key, _lost_item, str(ts.key), g.name, reason),
+                )
 
     def _release_pseudo(self, g: GenState) -> None:
         s = self.scheduler
         if s is None or g.pseudo is None:
             return
-        if g.mode == "static" and g.declared < (g.num_returns or 0):
+        if g.mode == "static" and g.declared < (g.num_returns or 0) and not g.cancelled:
             return  # keep the call alive until `declare` made its items
         if g.pseudo in s.clients:
             s.client_releases_keys(
@@ -669,6 +845,8 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
     def restart(self, scheduler: Scheduler) -> None:
         for g in list(self.generators.values()):
             self._forget(g)
+        self.by_end.clear()
+        self.plain.clear()
 
     # ------------------------------------------------------------- backpressure
 
@@ -702,22 +880,78 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
 
 
 def _unproduced_item(driver_result: Any) -> Any:
-    """Run spec of an item: it only runs if its driver ended without storing it."""
+    """Run spec of an item: it only runs if its driver's result is held in
+    memory while the item waits (a user holds a Future of the driver's own
+    key); daskgen's handles never do."""
     raise RuntimeError(
         "this item of a generator call was lost, and its generator could not "
-        "be re-run because its finished driver task is still held in memory "
-        "(for example by completed() or a dynamic call's outer Future). Release "
-        "that Future to let a lost item be recomputed."
+        "be re-run because its finished driver task is still held in memory by "
+        "a Future of the driver's key. Release that Future to let a lost item be "
+        "recomputed."
     )
 
 
+def _completed(*_: Any) -> None:
+    """Run spec of a call's end marker (completed(), a DynamicFuture)."""
+    return None
+
+
+class _KilledLogFilter(logging.Filter):
+    """Reword the scheduler's "marked as failed because N workers died" for
+    daskgen tasks, where N counts the offset daskgen gives the death count,
+    not deaths: say how often the worker died and what max_retries allows."""
+
+    PREFIX = "Task %s marked as failed because %d workers died"
+
+    def __init__(self, plugin: GeneratorSchedulerPlugin) -> None:
+        super().__init__()
+        self.plugin = plugin
+
+    @classmethod
+    def install(cls, plugin: GeneratorSchedulerPlugin) -> None:
+        logging.getLogger("distributed.scheduler").addFilter(cls(plugin))
+
+    @classmethod
+    def uninstall(cls, plugin: GeneratorSchedulerPlugin) -> None:
+        log = logging.getLogger("distributed.scheduler")
+        for f in list(log.filters):
+            if isinstance(f, cls) and f.plugin is plugin:
+                log.removeFilter(f)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(self.PREFIX):
+            return True
+        args = record.args if isinstance(record.args, tuple) else ()
+        if not args:
+            return True
+        key, p, s = args[0], self.plugin, self.plugin.scheduler
+        try:
+            g = p.by_driver.get(key)
+            plain = p.plain.get(key)
+        except TypeError:  # unhashable
+            return True
+        if g is not None:
+            deaths, max_retries = g.deaths, g.max_retries
+        elif plain is not None and s is not None and key in s.tasks:
+            max_retries = plain
+            deaths = (s.tasks[key].suspicious or 0) - (s.allowed_failures - plain)
+        else:
+            return True
+        record.msg = (
+            "Task %s marked as failed because its worker died %d time(s), and "
+            "daskgen's max_retries=%d allows %d re-run(s)"
+        )
+        record.args = (key, deaths, max_retries, max_retries)
+        return True
+
+
 def _lost_item(key: str, name: str, reason: str) -> Any:
-    """Run spec of an item lost after its generator failed for good."""
+    """Run spec of an item lost with its worker that cannot be rebuilt."""
     from daskgen.exceptions import ItemLostError
 
     raise ItemLostError(
         f"item {key} of {name!r} was lost with its worker, and its generator "
-        f"cannot run again to recompute it because it failed: {reason}"
+        f"cannot run again to rebuild it: {reason}"
     )
 
 

@@ -180,6 +180,10 @@ class Driver:
         self.pumped = -1  # highest index stored, its report sent or queued
         self.reported = False  # the first report is on its way
         self.types: dict[type, tuple[bytes | None, str]] = {}
+        # Indices this attempt put into the worker's data itself: a drop frees
+        # only these, never a copy an earlier attempt (or a fetch) left here.
+        self.mine: set[int] = set()
+        self.i = 0  # values yielded so far
 
     # ------------------------------------------------------------ thread side
 
@@ -249,38 +253,19 @@ class Driver:
                     self.cond.wait()
 
     def run(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: Any) -> Any:
-        step, close = _iterate(func, args, kwargs, self.mode)
-        i = 0
         error: BaseException | None = None
         try:
-            while True:
-                self._wait_allowed(i)
-                try:
-                    value = step()
-                except StopIteration:
-                    break
-                if self.num_returns is not None and i >= self.num_returns:
-                    del value
-                    raise NumReturnsError(
-                        f"the generator yielded more than num_returns="
-                        f"{self.num_returns} values. Pass a larger num_returns, "
-                        "or use num_returns='streaming' or 'dynamic' when the "
-                        "count is not known in advance."
-                    )
-                self._publish(i, value)
-                del value
-                i += 1
+            _drive(self, func(*args, **kwargs), func)
         except _Stop:
             error = GeneratorCancelledError(
-                f"generator call {self.gen_id} was cancelled after {i} items"
+                f"generator call {self.gen_id} was cancelled after {self.i} items"
             )
             if self.cancel_requested:
                 _note_requested_cancel(self.key)
-            logger.debug("%s stopped after %d items", self.key, i)
+            logger.debug("%s stopped after %d items", self.key, self.i)
         except BaseException as e:
             error = e
-        finally:
-            close()
+        i = self.i
         if error is None and self.num_returns is not None and i < self.num_returns:
             error = NumReturnsError(
                 f"the task yielded {i} values, but num_returns={self.num_returns}. "
@@ -302,6 +287,22 @@ class Driver:
         if error is not None and (self.final.get("raise") or "raise" not in self.final):
             raise error
         return None
+
+    def step(self) -> None:
+        """Before each value: wait while paused by backpressure; stop if asked."""
+        self._wait_allowed(self.i)
+
+    def accept(self, value: Any) -> None:
+        """A value the generator yielded: check the count, then publish it."""
+        if self.num_returns is not None and self.i >= self.num_returns:
+            raise NumReturnsError(
+                f"the generator yielded more than num_returns="
+                f"{self.num_returns} values. Pass a larger num_returns, "
+                "or use num_returns='streaming' or 'dynamic' when the "
+                "count is not known in advance."
+            )
+        self._publish(self.i, value)
+        self.i += 1
 
     def _retryable(self, e: BaseException) -> bool:
         if isinstance(e, (GeneratorCancelledError, NumReturnsError)):
@@ -343,8 +344,9 @@ class Driver:
             data: dict[Any, Any] = {}
             for i, value, _ in batch:
                 key = (self.prefix, i)
-                if _compat.worker_task_state(self.worker, key) is None:
+                if _compat.worker_task_state(self.worker, key) in _STORABLE:
                     data[key] = value
+                    self.mine.add(i)
             if data:
                 _compat.store_local(
                     self.worker, data, stimulus_id=f"daskgen-store-{time.time()}"
@@ -359,8 +361,7 @@ class Driver:
                     except Exception:
                         t = (None, _typename(typ))
                     self.types[typ] = t
-                ts = self.worker.state.tasks.get((self.prefix, i))
-                nbytes = ts.nbytes if ts is not None and ts.nbytes else 0
+                nbytes = _compat.held_nbytes(self.worker, (self.prefix, i))
                 note = (i, nbytes, t[0], t[1])
                 if self.num_returns is not None and i == self.num_returns - 1:
                     self.held = note  # released with the end: see docs/semantics.md
@@ -441,9 +442,13 @@ class Driver:
             self.cond.notify_all()
 
     def _drop(self, indices: list[int]) -> None:
-        keys = [(self.prefix, i) for i in indices]
+        """Free values the scheduler did not take, of those this attempt stored."""
+        mine = [i for i in indices if i in self.mine]
+        self.mine.difference_update(mine)
         keys = [
-            k for k in keys if _compat.worker_task_state(self.worker, k) == "memory"
+            (self.prefix, i)
+            for i in mine
+            if _compat.worker_task_state(self.worker, (self.prefix, i)) == "memory"
         ]
         if keys:
             _compat.free_local(self.worker, keys, f"daskgen-drop-{time.time()}")
@@ -472,33 +477,60 @@ def _error_payload(e: BaseException) -> dict[str, Any]:
     }
 
 
-def _iterate(
-    func: Callable[..., Any], args: tuple[Any, ...], kwargs: Any, mode: str
-) -> tuple[Callable[[], Any], Callable[[], None]]:
-    """Return ``(step, close)`` for a generator, async generator or plain function."""
-    if inspect.isasyncgenfunction(func):
+#: Worker task states of an item key in which a yield is stored here: the
+#: worker does not hold the key (a "released" state may be left from an
+#: earlier copy that was fetched and dropped). In "memory" the worker already
+#: holds a value (kept: it may be the only copy); in "flight" it is fetching one.
+_STORABLE = frozenset({None, "released", "fetch", "missing"})
+
+
+def _drive(driver: Driver, result: Any, func: Callable[..., Any]) -> None:
+    """Feed every value of ``result`` to ``driver``: a generator, an async
+    generator (run in one asyncio task from start to end, so context variables
+    and ``asyncio.current_task()`` hold across yields), or the sequence a plain
+    function returned. One rule for every kind of callable: what it returned."""
+    if inspect.isasyncgen(result):
+        agen = result
+
+        async def main() -> None:
+            try:
+                while True:
+                    driver.step()
+                    try:
+                        value = await agen.__anext__()
+                    except StopAsyncIteration:
+                        return
+                    driver.accept(value)
+                    del value
+            finally:
+                await agen.aclose()
+
         loop = asyncio.new_event_loop()
-        agen = func(*args, **kwargs)
-
-        def astep() -> Any:
+        try:
+            loop.run_until_complete(main())
+        finally:
             try:
-                return loop.run_until_complete(agen.__anext__())
-            except StopAsyncIteration:
-                raise StopIteration from None
-
-        def aclose() -> None:
-            try:
-                loop.run_until_complete(agen.aclose())
+                loop.run_until_complete(loop.shutdown_asyncgens())
             finally:
                 loop.close()
-
-        return astep, aclose
-    result = func(*args, **kwargs)
+        return
     if inspect.isgenerator(result):
-        return result.__next__, result.close
+        gen = result
+        del result
+        try:
+            while True:
+                driver.step()
+                try:
+                    value = next(gen)
+                except StopIteration:
+                    return
+                driver.accept(value)
+                del value
+        finally:
+            gen.close()
     # A plain function with num_returns=N: split the sequence it returned.
     try:
-        n = len(result)
+        len(result)
         it: Iterator[Any] = iter(result)
     except TypeError:
         raise NumReturnsError(
@@ -506,8 +538,11 @@ def _iterate(
             "not a sequence, so it cannot be split into num_returns values. Return "
             "a list or tuple, or make the function a generator."
         ) from None
-    del result, n
-    return it.__next__, lambda: None
+    del result
+    for value in it:
+        driver.step()
+        driver.accept(value)
+        del value
 
 
 def run_driver(
