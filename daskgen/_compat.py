@@ -207,7 +207,7 @@ def wrap_task_erred(
     message before the client's Future gets it (None: keep it)."""
     from distributed.core import clean_exception
 
-    orig = client._stream_handlers["task-erred"]
+    orig: Callable[..., Any] = client._stream_handlers["task-erred"]
 
     def handler(key: Any = None, exception: Any = None, traceback: Any = None) -> Any:
         try:

@@ -1,6 +1,6 @@
 """Dask collections from the items of a generator call, without moving data.
 
-A generator that streams one large value in chunks (the seed's second use)
+A generator that streams one large value in chunks (the second use in Ray's heap-memory pattern)
 ends naturally in a Dask collection: the collection's graph refers to the item
 keys themselves, so computing on it runs where the chunks already live.
 """

@@ -249,7 +249,7 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
                 # drops every handle. The pseudo-client lets go when it ends.
                 # (Dropping a DynamicFuture stops its first run: nobody could
                 # ever get its items.)
-                scheduler.client_desires_keys([key], g.pseudo)
+                scheduler.client_desires_keys([key], f"daskgen-{g.gen_id}")
 
     async def declare(
         self,

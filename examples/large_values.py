@@ -3,10 +3,11 @@
 A task that *returns* many large values holds them all at once and is killed
 by the worker's nanny for exceeding its memory limit; the same task written as
 a generator finishes, because each yielded value is stored (and can be freed
-or spilled) before the next one is built. See ../shared/seed/ for Ray's text.
+or spilled) before the next one is built. Ray documents this as "Pattern: Using generators to reduce heap memory
+usage".
 
     python examples/large_values.py            # 10 x 50 MB on a 400 MiB worker
-    python examples/large_values.py --full     # the seed's size: 100 x 100 MB
+    python examples/large_values.py --full     # Ray's size: 100 x 100 MB
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--full",
         action="store_true",
-        help="the seed's size: 100 items of 100 MB on a 2 GiB worker",
+        help="Ray's size: 100 items of 100 MB on a 2 GiB worker",
     )
     args = p.parse_args(argv)
     if args.full:
