@@ -207,7 +207,8 @@ def wrap_task_erred(
     message before the client's Future gets it (None: keep it)."""
     from distributed.core import clean_exception
 
-    orig: Callable[..., Any] = client._stream_handlers["task-erred"]
+    handlers: dict[str, Any] = client._stream_handlers
+    orig = handlers["task-erred"]
 
     def handler(key: Any = None, exception: Any = None, traceback: Any = None) -> Any:
         try:
@@ -219,7 +220,7 @@ def wrap_task_erred(
             exception, traceback = new, tb
         return orig(key=key, exception=exception, traceback=traceback)
 
-    client._stream_handlers["task-erred"] = handler
+    handlers["task-erred"] = handler
 
 
 def fail_future(client: Client, key: Any, exc: BaseException) -> None:
