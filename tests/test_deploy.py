@@ -128,6 +128,13 @@ def consume_slowly(c, handle, mode):
     return c.gather(handle)
 
 
+def _tasks_left(dask_scheduler):
+    return [
+        (str(ts.key), ts.state, sorted(cs.client_key for cs in ts.who_wants or ()))
+        for ts in dask_scheduler.tasks.values()
+    ]
+
+
 def test_load_50_generators(tmp_path):
     """50 concurrent generators of 100 items, mixed modes, 2 one-thread
     workers, some slow consumers: all finish, scheduler state valid."""
@@ -156,7 +163,7 @@ def test_load_50_generators(tmp_path):
         del handles, h
         c.run_on_scheduler(lambda dask_scheduler: dask_scheduler.validate_state())
         deadline = time.time() + 20
-        while c.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)):
-            assert time.time() < deadline
+        while left := c.run_on_scheduler(_tasks_left):
+            assert time.time() < deadline, f"{len(left)} tasks left: {left[:10]}"
             time.sleep(0.1)
         wait([])
