@@ -200,7 +200,8 @@ def _check(
         if mode != "streaming":
             raise ValueError(
                 "backpressure only applies to streaming calls (a generator function "
-                f"with num_returns=None or 'streaming'), not num_returns={num_returns!r}."
+                f"with num_returns=None or 'streaming'), not num_returns={num_returns!r}: "
+                "drop backpressure=, or use a streaming call."
             )
     if max_retries is not None and (
         not isinstance(max_retries, int)

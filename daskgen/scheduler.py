@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from distributed.diagnostics.plugin import SchedulerPlugin
+from distributed.protocol import pickle as _pickle
 
 from daskgen import _compat, _config
 from daskgen.exceptions import killed_error
@@ -435,8 +436,34 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
             reply["error"] = _replay_message(g, inconsistent)
         if end is not None:
             reply.update(self._end(g, dts, end))
+            if not (end.get("replay") or reply.get("error") or reply.get("raise")):
+                reply["completed"] = self._complete_end(g, dts, ws)
         self._update_pause(g)
         return reply
+
+    def _complete_end(self, g: GenState, dts: TaskState, ws: Any) -> bool:
+        """The run ended and its driver will return: the end marker is done
+        now, on the worker that stored its ``None`` with the final report, so
+        ``completed()`` is done when the stream says it ended."""
+        s = self.scheduler
+        assert s is not None
+        ets = s.tasks.get(g.end_key) if g.end_key is not None else None
+        if ets is None or ets.state != "waiting" or ets.waiting_on != {dts}:
+            return False
+        if g.pseudo:
+            # Keep the driver until it returns (the end marker stops wanting it).
+            s.client_desires_keys([g.driver], g.pseudo)
+        client_msgs: dict[str, list[dict[str, Any]]] = {}
+        _compat.complete_items(
+            s,
+            dts,
+            ws,
+            [(ets, 16, _NONE_TYPE, "builtins.NoneType")],
+            f"daskgen-completed-{time.time()}",
+            client_msgs,
+        )
+        s.send_all(client_msgs, {})
+        return True
 
     def _end(self, g: GenState, dts: TaskState, end: dict[str, Any]) -> dict[str, Any]:
         """The driver's generator ended (returned or raised)."""
@@ -889,6 +916,9 @@ def _unproduced_item(driver_result: Any) -> Any:
         "a Future of the driver's key. Release that Future to let a lost item be "
         "recomputed."
     )
+
+
+_NONE_TYPE = _pickle.dumps(type(None))
 
 
 def _completed(*_: Any) -> None:

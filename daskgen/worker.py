@@ -155,6 +155,8 @@ class Driver:
         self.key = key
         self.gen_id: str = meta["gen_id"]
         self.prefix: str = meta["prefix"]
+        self.end_key: Any = meta.get("end")  # the call's end marker, if any
+        self.end_stored = False
         self.mode: str = meta["mode"]
         self.num_returns: int | None = meta.get("num_returns")
         self.retry_exceptions: bool | tuple[type[BaseException], ...] = meta[
@@ -406,6 +408,20 @@ class Driver:
                     with self.cond:
                         self.reported = True
                         self.cond.notify_all()
+                if (
+                    last is not None
+                    and self.end_key is not None
+                    and _compat.worker_task_state(self.worker, self.end_key)
+                    in _STORABLE
+                ):
+                    # The end marker's value, in case the scheduler marks it
+                    # done with this report (a run that ends normally).
+                    _compat.store_local(
+                        self.worker,
+                        {self.end_key: None},
+                        stimulus_id=f"daskgen-end-{time.time()}",
+                    )
+                    self.end_stored = True
                 reply = await self.worker.scheduler.daskgen_produced(
                     gen_id=self.gen_id,
                     run_id=self.run_id,
@@ -415,6 +431,10 @@ class Driver:
                 )
                 self._handle_reply(reply)
                 if last is not None:
+                    if self.end_stored and not reply.get("completed"):
+                        _compat.free_local(
+                            self.worker, [self.end_key], f"daskgen-end-{time.time()}"
+                        )
                     self.final = reply
                     self.done.set()
                     break
