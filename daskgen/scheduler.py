@@ -58,6 +58,10 @@ class GenState:
     deaths: int = 0  # runs ended by the death of their worker
     base: int = 0  # the driver's TaskState.suspicious when its run started
     run_produced: int = 0  # highest index + 1 reported by the current run
+    # items lost while the current run had passed them: to ask the driver for
+    # (one rebuild pass per event-loop turn), and asked for in this run
+    pending_rebuild: set[int] = field(default_factory=set)
+    rebuilding: set[int] = field(default_factory=set)
     produced: int = 0  # items reported, highest index + 1 over all attempts
     final: int | None = None  # item count of an attempt that ran to its end
     taken: int = 0
@@ -405,6 +409,7 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
                     complete.append((ts, nbytes, typ, typename))
             elif ts.state == "waiting" and ts.waiting_on == {dts}:
                 complete.append((ts, nbytes, typ, typename))
+                g.rebuilding.discard(i)
             elif ts.state == "released" and (ts.who_wants or ts.waiters):
                 new.append(ts)
                 complete.append((ts, nbytes, typ, typename))
@@ -489,10 +494,16 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         dts.retries = 1 if retry else 0
         if g.mode != "streaming" or retry:
             return {"raise": True}
-        # Streaming: the error becomes one more item, after the last value.
-        g.final = count + 1
         s = self.scheduler
         assert s is not None
+        # Lost items this run was to rebuild and did not reach raise the error.
+        self._detach_waiting(
+            g, dts, lambda key: _compat.Task(key, _raise_error, None, error), count
+        )
+        # Streaming: the error becomes one more item, after the last value
+        # delivered (a re-run may fail before it caught up with an earlier one).
+        count = max(count, g.produced)
+        g.final = count + 1
         key = g.item_key(count)
         if key not in s.tasks and not g.abandoned:
             spec = _compat.Task(key, _raise_error, _compat.TaskRef(dts.key), error)
@@ -652,6 +663,8 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
                 self.cancel(g)
             elif start == "memory" and finish == "released":
                 self._item_lost(g, key)
+            elif start == "released" and finish == "waiting":
+                self._item_needed(g, key)
             return
         if finish == "forgotten":
             self.plain.pop(key, None)
@@ -674,29 +687,8 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         reason = None
         if g.cancelled:
             reason = "its generator call was cancelled"
-        elif (
-            dts.state == "processing"
-            and dts.processing_on is not None
-            and dts.processing_on.address in s.workers  # else it runs again
-            and key[1] < g.run_produced
-        ):
-            # Dask runs one instance of a task at a time, and this run has
-            # passed the item: waiting for its end could wait forever (an
-            # endless stream, or one paused by backpressure for this item).
-            reason = (
-                "its generator is still running and has already yielded it in "
-                "this run, so it cannot be rebuilt until that run ends. Submit "
-                "the call again, or keep a copy (client.replicate) of items "
-                "other workers use"
-            )
-        elif dts.state == "released" and g.attempts >= g.budget:
-            reason = (
-                f"rebuilding it needs another run of the generator, and "
-                f"max_retries={g.max_retries} allows {g.max_retries} re-run"
-                f"{'s' if g.max_retries != 1 else ''} (it ran {g.attempts} "
-                f"time{'s' if g.attempts != 1 else ''}: worker deaths, retried "
-                "exceptions and rebuilt items each use one)"
-            )
+        elif self._passed(g, dts, key) and g.attempts >= g.budget or dts.state == "released" and g.attempts >= g.budget:
+            reason = _budget_reason(g)
         elif dts.state == "memory":
             # The driver's run just ended and its result is still held:
             # release it once this transition is through, so it runs again.
@@ -706,18 +698,93 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
                 s, key, _compat.Task(key, _lost_item, str(key), g.name, reason)
             )
 
+    def _passed(self, g: GenState, dts: TaskState, key: Any) -> bool:
+        """The driver's running attempt has already yielded this item."""
+        s = self.scheduler
+        return (
+            s is not None
+            and dts.state == "processing"
+            and dts.processing_on is not None
+            and dts.processing_on.address in s.workers  # else it runs again
+            and key[1] < g.run_produced
+        )
+
+    def _item_needed(self, g: GenState, key: Any) -> None:
+        """An item waits for its driver again (lost, or freed and needed by a
+        task being recomputed). If the running attempt has passed it, waiting
+        for that run's end could wait forever (an endless stream, or one
+        paused by backpressure until this very item is taken): the driver runs
+        a second instance of the generator up to it at once, a re-run of the
+        max_retries budget (one for the items of one event-loop turn)."""
+        s = self.scheduler
+        assert s is not None
+        dts = s.tasks.get(g.driver)
+        ts = s.tasks[key]
+        if dts is None or ts.run_spec is not g._spec or not self._passed(g, dts, key):
+            return
+        if key[1] in g.rebuilding or key[1] in g.pending_rebuild:
+            return
+        if not g.pending_rebuild:
+            if g.attempts >= g.budget:
+                return  # _item_lost gave it its error (see there)
+            g.attempts += 1
+            asyncio.get_running_loop().call_soon(self._send_rebuild, g)
+        g.pending_rebuild.add(key[1])
+
+    def _send_rebuild(self, g: GenState) -> None:
+        s = self.scheduler
+        dts = s.tasks.get(g.driver) if s else None
+        indices, g.pending_rebuild = sorted(g.pending_rebuild), set()
+        if s is None or dts is None or dts.processing_on is None or not indices:
+            return
+        g.rebuilding.update(indices)
+        s.worker_send(
+            dts.processing_on.address,
+            {"op": "daskgen-rebuild", "gen_id": g.gen_id, "indices": indices},
+        )
+
     def _rerun(self, g: GenState) -> None:
-        """Run a finished driver again for items that wait for it."""
+        """Run a finished driver again for items that wait for it (lost while
+        its last run was ending), if max_retries allows one more run."""
         s = self.scheduler
         dts = s.tasks.get(g.driver) if s else None
         if s is None or dts is None or dts.state != "memory":
             return
-        if any(
+        if not any(
             ts.state in ("waiting", "processing", "queued", "no-worker")
             and ts.run_spec is g._spec
             for ts in dts.dependents
         ):
+            return
+        if g.attempts < g.budget:
             s.transitions({dts.key: "released"}, f"daskgen-rerun-{time.time()}")
+            return
+        reason = _budget_reason(g)
+        self._detach_waiting(
+            g,
+            dts,
+            lambda key: _compat.Task(key, _lost_item, str(key), g.name, reason),
+            0,
+        )
+
+    def _detach_waiting(
+        self, g: GenState, dts: TaskState, spec: Any, start: int
+    ) -> None:
+        """Items from ``start`` on that wait for ``dts`` but will not get a
+        value from it run ``spec(key)`` instead (which raises why)."""
+        s = self.scheduler
+        assert s is not None
+        recs: dict[Any, Any] = {}
+        for ts in list(dts.dependents):
+            if (
+                ts.state == "waiting"
+                and ts.run_spec is g._spec
+                and cast(Any, ts.key)[1] >= start
+            ):
+                _compat.detach(s, ts.key, spec(ts.key))
+                recs[ts.key] = "processing"
+        if recs:
+            s.transitions(recs, f"daskgen-unreachable-{time.time()}")
 
     def _driver_transition(
         self, g: GenState, start: str, finish: str, stimulus_id: str, kw: dict[str, Any]
@@ -730,6 +797,7 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
             assert dts is not None
             g.attempts += 1
             g.run_produced = 0
+            g.rebuilding.clear()
             g.state = "running"
             g.worker = dts.processing_on.address if dts.processing_on else None
             g.run_id = dts.run_id
@@ -992,6 +1060,16 @@ def _raise_error(driver_result: Any, error: dict[str, Any]) -> Any:
     _, exc, tb = clean_exception(**error)
     assert exc is not None
     raise exc.with_traceback(tb)
+
+
+def _budget_reason(g: GenState) -> str:
+    return (
+        f"rebuilding it needs another run of the generator, and "
+        f"max_retries={g.max_retries} allows {g.max_retries} re-run"
+        f"{'s' if g.max_retries != 1 else ''} (it ran {g.attempts} "
+        f"time{'s' if g.attempts != 1 else ''}: worker deaths, retried "
+        "exceptions and rebuilt items each use one)"
+    )
 
 
 def _replay_message(g: GenState, count: int) -> str:

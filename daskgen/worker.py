@@ -25,7 +25,7 @@ import time
 import traceback as tb_module
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dask.sizeof import sizeof
 from dask.utils import parse_bytes
@@ -112,7 +112,11 @@ class GeneratorWorkerPlugin(WorkerPlugin):
         self.worker = worker
         worker.extensions["daskgen"] = self
         worker.stream_handlers.update(
-            {"daskgen-stop": self.handle_stop, "daskgen-limit": self.handle_limit}
+            {
+                "daskgen-stop": self.handle_stop,
+                "daskgen-limit": self.handle_limit,
+                "daskgen-rebuild": self.handle_rebuild,
+            }
         )
 
     def teardown(self, worker: Worker) -> None:
@@ -128,6 +132,11 @@ class GeneratorWorkerPlugin(WorkerPlugin):
         d = self.drivers.get(gen_id)
         if d is not None:
             d.set_limit(limit)
+
+    def handle_rebuild(self, gen_id: str, indices: list[int]) -> None:
+        d = self.drivers.get(gen_id)
+        if d is not None:
+            d.rebuild(indices)
 
 
 def _plugin(worker: Worker) -> GeneratorWorkerPlugin:
@@ -145,6 +154,26 @@ _HANDOFF_BYTES = 1 << 20
 
 class _Stop(Exception):
     pass
+
+
+class _Rebuild:
+    """The sink of a rebuild pass: publishes the wanted indices only, and
+    stops after the last of them (see Driver.rebuild)."""
+
+    def __init__(self, driver: Driver, wanted: set[int]) -> None:
+        self.driver = driver
+        self.wanted = wanted
+        self.last = max(wanted)
+        self.i = 0
+
+    def step(self) -> None:
+        if self.i > self.last or self.driver._stopped():
+            raise _Stop
+
+    def accept(self, value: Any) -> None:
+        if self.i in self.wanted:
+            self.driver._publish(self.i, value, rebuilt=True)
+        self.i += 1
 
 
 class Driver:
@@ -165,7 +194,8 @@ class Driver:
         self.batch_size: int = _config.get("batch-size")
         self.run_id = _compat.driver_run_id(worker, key)
         self.cond = threading.Condition()
-        self.outbox: list[tuple[int, Any, int]] = []
+        # (index, value, nbytes, yielded by a rebuild pass)
+        self.outbox: list[tuple[int, Any, int, bool]] = []
         self.outbox_bytes = 0
         self.max_outbox_bytes: int = parse_bytes(_config.get("outbox-bytes"))
         self.scheduled = False
@@ -186,6 +216,10 @@ class Driver:
         # only these, never a copy an earlier attempt (or a fetch) left here.
         self.mine: set[int] = set()
         self.i = 0  # values yielded so far
+        self.call: tuple[Callable[..., Any], tuple[Any, ...], Any] | None = None
+        self.rebuilds: list[set[int]] = []  # passes asked for, not started yet
+        self.rebuilder: threading.Thread | None = None
+        self.info: CallInfo | None = None
 
     # ------------------------------------------------------------ thread side
 
@@ -217,10 +251,10 @@ class Driver:
         if self._stopped():
             raise _Stop
 
-    def _publish(self, i: int, value: Any) -> None:
+    def _publish(self, i: int, value: Any, rebuilt: bool = False) -> None:
         nbytes = sizeof(value)
         with self.cond:
-            self.outbox.append((i, value, nbytes))
+            self.outbox.append((i, value, nbytes, rebuilt))
             self.outbox_bytes += nbytes
             wake = not self.scheduled
             self.scheduled = True
@@ -256,6 +290,7 @@ class Driver:
 
     def run(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: Any) -> Any:
         error: BaseException | None = None
+        self.call = (func, args, kwargs)
         try:
             _drive(self, func(*args, **kwargs), func)
         except _Stop:
@@ -267,6 +302,10 @@ class Driver:
             logger.debug("%s stopped after %d items", self.key, self.i)
         except BaseException as e:
             error = e
+        with self.cond:
+            rebuilder = self.rebuilder
+        if rebuilder is not None:
+            rebuilder.join()  # its items are reported before the end
         i = self.i
         if error is None and self.num_returns is not None and i < self.num_returns:
             error = NumReturnsError(
@@ -289,6 +328,43 @@ class Driver:
         if error is not None and (self.final.get("raise") or "raise" not in self.final):
             raise error
         return None
+
+    def rebuild(self, indices: list[int]) -> None:
+        """Yield items again that were lost while this run had passed them:
+        a second instance of the generator runs in its own thread up to the
+        last of them, and only those are stored and reported."""
+        with self.cond:
+            self.rebuilds.append(set(indices))
+            if self.rebuilder is not None:
+                return
+            self.rebuilder = threading.Thread(
+                target=self._rebuild_passes, name=f"daskgen-rebuild-{self.gen_id}"
+            )
+        self.rebuilder.start()
+
+    def _rebuild_passes(self) -> None:
+        token = current_call.set(self.info) if self.info else None
+        try:
+            while True:
+                with self.cond:
+                    if not self.rebuilds or self.stop:
+                        self.rebuilder = None
+                        return
+                    wanted = set().union(*self.rebuilds)
+                    self.rebuilds.clear()
+                assert self.call is not None
+                func, args, kwargs = self.call
+                try:
+                    _drive(_Rebuild(self, wanted), func(*args, **kwargs), func)
+                except _Stop:
+                    pass
+                except BaseException as e:  # the items wait; the run's end decides
+                    logger.warning(
+                        "daskgen: rebuilding items of %s failed: %r", self.key, e
+                    )
+        finally:
+            if token is not None:
+                current_call.reset(token)
 
     def step(self) -> None:
         """Before each value: wait while paused by backpressure; stop if asked."""
@@ -344,17 +420,21 @@ class Driver:
         last, stored_bytes = -1, 0
         if batch:
             data: dict[Any, Any] = {}
-            for i, value, _ in batch:
+            for i, value, *_ in batch:
                 key = (self.prefix, i)
                 if _compat.worker_task_state(self.worker, key) in _STORABLE:
                     data[key] = value
                     self.mine.add(i)
+                else:
+                    # Held already (or being fetched): a drop of this report
+                    # must not free that copy, whoever stored it.
+                    self.mine.discard(i)
             if data:
                 _compat.store_local(
                     self.worker, data, stimulus_id=f"daskgen-store-{time.time()}"
                 )
-            stored_bytes = sum(nb for *_, nb in batch)
-            for i, value, _ in batch:
+            stored_bytes = sum(nb for _, _, nb, _ in batch)
+            for i, value, _, rebuilt in batch:
                 typ = type(value)
                 t = self.types.get(typ)
                 if t is None:
@@ -365,7 +445,11 @@ class Driver:
                     self.types[typ] = t
                 nbytes = _compat.held_nbytes(self.worker, (self.prefix, i))
                 note = (i, nbytes, t[0], t[1])
-                if self.num_returns is not None and i == self.num_returns - 1:
+                if (
+                    self.num_returns is not None
+                    and i == self.num_returns - 1
+                    and not rebuilt
+                ):
                     self.held = note  # released with the end: see docs/semantics.md
                 else:
                     self.notes.append(note)
@@ -379,7 +463,7 @@ class Driver:
         if last >= 0:  # one wake-up for both waits in _publish
             with self.cond:
                 self.outbox_bytes -= stored_bytes
-                self.pumped = last
+                self.pumped = max(self.pumped, last)
                 self.cond.notify_all()
         if more:  # after the send, so that it leaves before the next batch
             self.worker.loop.add_callback(self._pump)
@@ -504,7 +588,13 @@ def _error_payload(e: BaseException) -> dict[str, Any]:
 _STORABLE = frozenset({None, "released", "fetch", "missing"})
 
 
-def _drive(driver: Driver, result: Any, func: Callable[..., Any]) -> None:
+class _Sink(Protocol):
+    def step(self) -> None: ...
+
+    def accept(self, value: Any) -> None: ...
+
+
+def _drive(driver: _Sink, result: Any, func: Callable[..., Any]) -> None:
     """Feed every value of ``result`` to ``driver``: a generator, an async
     generator (run in one asyncio task from start to end, so context variables
     and ``asyncio.current_task()`` hold across yields), or the sequence a plain
@@ -575,9 +665,8 @@ def run_driver(
     plugin = _plugin(worker)
     driver = Driver(worker, key, meta)
     plugin.drivers[driver.gen_id] = driver
-    token = current_call.set(
-        CallInfo(name=meta["name"], client=meta["client"], pid=os.getpid())
-    )
+    driver.info = CallInfo(name=meta["name"], client=meta["client"], pid=os.getpid())
+    token = current_call.set(driver.info)
     try:
         return driver.run(func, args, kwargs)
     finally:

@@ -107,25 +107,51 @@ def _state(dask_scheduler):
     )
 
 
+def _details(dask_scheduler):
+    return {
+        "tasks": {
+            str(k): (ts.state, sorted(c.client_key for c in ts.who_wants or ()))
+            for k, ts in dask_scheduler.tasks.items()
+        },
+        "generators": [
+            g.info() for g in dask_scheduler.extensions["daskgen"].generators.values()
+        ],
+    }
+
+
 def _wait_clean(client, timeout=20):
     gc.collect()
     deadline = time.time() + timeout
     while (state := client.run_on_scheduler(_state)) != (0, 0, []):
-        assert time.time() < deadline, f"left behind: {state}"
+        assert time.time() < deadline, (
+            f"left behind: {state}: {client.run_on_scheduler(_details)}"
+        )
         time.sleep(0.05)
+
+
+def _value(fut):
+    # .exception() first: raising a Future's stored exception would keep the
+    # Future referenced by the client's state (docs/semantics.md, last row)
+    exc = fut.exception(timeout=30)
+    if exc is not None:
+        raise type(exc)(*exc.args)
+    return fut.result(timeout=30)
 
 
 def _consume(result, mode):
     """Every value of a call's result, in order."""
     if mode == "dynamic":
-        return [f.result(timeout=30) for f in result.result(timeout=30)]
+        exc = result.exception(timeout=30)
+        if exc is not None:
+            raise type(exc)(*exc.args)
+        return [_value(f) for f in result.result(timeout=30)]
     if mode == "streaming":
-        return [f.result(timeout=30) for f in result]
+        return [_value(f) for f in result]
     if result is None:
         return []
     if isinstance(result, list):
-        return [f.result(timeout=30) for f in result]
-    return result.result(timeout=30)
+        return [_value(f) for f in result]
+    return _value(result)
 
 
 counts = {"examples": 0, "worked": 0, "rejected": 0}

@@ -1,0 +1,290 @@
+"""Long streams stay flat: RSS of the client+scheduler and of the worker over 1M tiny items.
+
+Run (about 10 minutes for both phases at 1M items on 2 cores; ``--items
+100000`` in about one)::
+
+    . .venv/bin/activate
+    python benchmarks/long_stream.py                    # 1,000,000 items
+    python benchmarks/long_stream.py --items 200000 --phases stream
+
+One worker (one thread, ``--memory-limit`` 300 MiB, under a nanny) of a
+``LocalCluster``, whose scheduler shares this process with the client, runs:
+
+stream  one streaming call of ``--items`` tiny items (the index, an int). The
+        consumer takes each item's Future and drops it at once; every
+        ``--fetch-every``-th (1000) it fetches the value and checks it, and it
+        checks every key's index, so a lost or repeated item is seen without
+        paying a round trip per item. ``--backpressure k`` bounds how far the
+        generator may run ahead (default: no bound, as a plain stream).
+static  ``--items`` items as static calls of ``--chunk`` (100,000) items each,
+        one call at a time; each item's Future is released as soon as it is
+        done (``as_completed``), its value checked every ``--fetch-every``.
+
+At 10k, 100k, 1M items (and the points between) it samples the RSS of this
+process (client and scheduler) and of the worker, the scheduler's task count
+and the items/s so far. Python seldom gives memory back, so RSS only grows:
+flat means the growth from 100k to the end is small. The script exits 1 when
+either process's RSS at the end is more than ``--max-growth`` (1.5) times its
+RSS at 100k, or when an item was lost, repeated or wrong, or anything is left
+on the scheduler or the worker afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import time
+from typing import Any
+
+import psutil
+from distributed import Client, LocalCluster, as_completed
+
+import daskgen
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _util import MiB, busy_warning, log, print_header, print_table  # noqa: E402
+
+# ------------------------------------------------------------------ task bodies
+
+
+def tiny(n):
+    yield from range(n)
+
+
+def _scheduler_counts(dask_scheduler):
+    ext = dask_scheduler.extensions.get("daskgen")
+    return {
+        "tasks": len(dask_scheduler.tasks),
+        "generators": len(ext.generators) if ext is not None else 0,
+        "ahead": max(
+            (g.produced - g.released for g in ext.generators.values()), default=0
+        )
+        if ext is not None
+        else 0,
+        "pseudo": sum(str(c).startswith("daskgen-") for c in dask_scheduler.clients),
+    }
+
+
+def _worker_counts(dask_worker):
+    ext = dask_worker.extensions.get("daskgen")
+    return {
+        "data": len(dask_worker.data),
+        "drivers": len(ext.drivers) if ext is not None else 0,
+    }
+
+
+# ------------------------------------------------------------------------ phases
+
+
+def checkpoints(total: int) -> list[int]:
+    pts = [
+        p
+        for p in (10_000, 30_000, 100_000, 300_000, 1_000_000, 3_000_000, 10_000_000)
+        if p < total
+    ]
+    return [*pts, total]
+
+
+class Recorder:
+    def __init__(self, client: Client, worker_pid: int, total: int) -> None:
+        self.client = client
+        self.me = psutil.Process()
+        self.worker = psutil.Process(worker_pid)
+        self.points = checkpoints(total)
+        self.next = 0
+        self.rows: list[dict[str, Any]] = []
+        self.t0 = time.perf_counter()
+
+    def maybe(self, done: int) -> None:
+        while self.next < len(self.points) and done >= self.points[self.next]:
+            self.next += 1
+            self.sample(done)
+
+    def sample(self, done: int) -> None:
+        elapsed = time.perf_counter() - self.t0
+        counts = self.client.run_on_scheduler(_scheduler_counts)
+        row = {
+            "items": done,
+            "client_rss": self.me.memory_info().rss,
+            "worker_rss": self.worker.memory_info().rss,
+            "tasks": counts["tasks"],
+            "ahead": counts["ahead"],
+            "elapsed": elapsed,
+            "rate": done / elapsed if elapsed else 0.0,
+        }
+        self.rows.append(row)
+        log(
+            f"  {done:>9,} items: client+scheduler {row['client_rss'] / MiB:6.0f} MiB, "
+            f"worker {row['worker_rss'] / MiB:5.0f} MiB, {counts['tasks']:,} tasks, "
+            f"{row['rate']:,.0f} items/s"
+        )
+
+
+def run_stream(client: Client, pid: int, args: argparse.Namespace) -> dict[str, Any]:
+    n = args.items
+    rec = Recorder(client, pid, n)
+    bad = 0
+    gen = daskgen.submit(tiny, n, backpressure=args.backpressure, client=client)
+    i = 0
+    for f in gen:
+        if f.key[1] != i:
+            bad += 1
+            log(f"stream: item {i} has key {f.key!r}")
+            i = f.key[1]
+        if i % args.fetch_every == 0 and f.result() != i:
+            bad += 1
+        del f
+        i += 1
+        if rec.next < len(rec.points) and i >= rec.points[rec.next]:
+            rec.maybe(i)
+    if gen.completed().result() is not None:
+        bad += 1
+    del gen
+    if i != n:
+        log(f"stream: {i} items of {n}")
+        bad += abs(n - i)
+    rec.maybe(i)
+    return {"rows": rec.rows, "bad": bad, "total": rec.rows[-1]["elapsed"] if rec.rows else 0}
+
+
+def run_static(client: Client, pid: int, args: argparse.Namespace) -> dict[str, Any]:
+    n = args.items
+    rec = Recorder(client, pid, n)
+    bad = 0
+    done = 0
+    start = 0
+    while start < n:
+        m = min(args.chunk, n - start)
+        refs = daskgen.submit(tiny, m, num_returns=m, client=client)
+        if m == 1:
+            refs = [refs]
+        ac = as_completed(refs)
+        del refs
+        seen = 0
+        for f in ac:
+            j = f.key[1]
+            if (start + j) % args.fetch_every == 0 and f.result() != j:
+                bad += 1
+            if f.status != "finished":
+                bad += 1
+            del f
+            seen += 1
+            done += 1
+            if rec.next < len(rec.points) and done >= rec.points[rec.next]:
+                rec.maybe(done)
+        del ac
+        bad += abs(m - seen)
+        start += m
+    rec.maybe(done)
+    return {"rows": rec.rows, "bad": bad, "total": rec.rows[-1]["elapsed"] if rec.rows else 0}
+
+
+# ------------------------------------------------------------------------ report
+
+
+def growth(rows: list[dict[str, Any]], key: str, base_items: int) -> float | None:
+    base = next((r for r in rows if r["items"] >= base_items), None)
+    if base is None or base is rows[-1]:
+        return None
+    return rows[-1][key] / base[key]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--items", type=int, default=1_000_000, help="items per phase (1M)")
+    p.add_argument("--phases", nargs="+", choices=("stream", "static"),
+                   default=["stream", "static"])  # fmt: skip
+    p.add_argument("--chunk", type=int, default=100_000,
+                   help="num_returns of each static call (100k)")  # fmt: skip
+    p.add_argument("--fetch-every", type=int, default=1000,
+                   help="fetch and check every k-th value (1000)")  # fmt: skip
+    p.add_argument("--backpressure", type=int, default=None)
+    p.add_argument("--memory-limit", default="300MiB")
+    p.add_argument("--max-growth", type=float, default=1.5,
+                   help="fail if RSS at the end > this x RSS at 100k (1.5)")  # fmt: skip
+    args = p.parse_args()
+    print_header(f"daskgen long_stream ({args.items:,} items)")
+
+    results: dict[str, dict[str, Any]] = {}
+    leftovers: dict[str, Any] = {}
+    with (
+        LocalCluster(
+            n_workers=1,
+            threads_per_worker=1,
+            processes=True,
+            memory_limit=args.memory_limit,
+            dashboard_address=":0",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        pid = next(iter(client.run(os.getpid).values()))
+        for f in daskgen.submit(tiny, 10, client=client):  # warm up
+            f.result()
+        del f
+        for phase in args.phases:
+            gc.collect()
+            log(f"{phase}: {args.items:,} items")
+            fn = run_stream if phase == "stream" else run_static
+            results[phase] = fn(client, pid, args)
+            gc.collect()
+            deadline = time.monotonic() + 30
+            while True:
+                s = client.run_on_scheduler(_scheduler_counts)
+                w = next(iter(client.run(_worker_counts).values()))
+                if (not s["tasks"] and not s["generators"] and not s["pseudo"]
+                        and not w["data"] and not w["drivers"]) or time.monotonic() > deadline:  # fmt: skip
+                    break
+                time.sleep(0.1)
+            leftovers[phase] = {**s, **w}
+            log(f"{phase}: left {leftovers[phase]}")
+
+    failed: list[str] = []
+    for phase, R in results.items():
+        rows = R["rows"]
+        mode = (
+            f"streaming, backpressure={args.backpressure}"
+            if phase == "stream"
+            else f"static, num_returns={args.chunk:,} per call, as_completed"
+        )
+        print(f"## {phase}: {mode}; 1 worker, memory_limit={args.memory_limit}")
+        print()
+        print_table(
+            ["items", "client+scheduler RSS MiB", "worker RSS MiB",
+             "scheduler tasks", "produced - released", "time", "items/s so far"],
+            [
+                [f"{r['items']:,}", f"{r['client_rss'] / MiB:.0f}",
+                 f"{r['worker_rss'] / MiB:.0f}", f"{r['tasks']:,}",
+                 f"{r['ahead']:,}", f"{r['elapsed']:.1f} s", f"{r['rate']:,.0f}"]
+                for r in rows
+            ],
+        )  # fmt: skip
+        gc_ = growth(rows, "client_rss", 100_000)
+        gw = growth(rows, "worker_rss", 100_000)
+        last = rows[-1]["items"]
+        if gc_ is not None and gw is not None:
+            print(
+                f"growth from 100k to {last:,} items: client+scheduler {gc_:.2f}x, "
+                f"worker {gw:.2f}x (bound {args.max_growth}x)"
+            )
+            for who, g in (("client+scheduler", gc_), ("worker", gw)):
+                if g > args.max_growth:
+                    failed.append(f"{phase}: {who} RSS grew {g:.2f}x")
+        else:
+            print("growth: fewer than 100k items, not measured")
+        print(f"rate: {last / R['total']:,.0f} items/s over {R['total']:.0f} s")
+        if R["bad"]:
+            failed.append(f"{phase}: {R['bad']} items lost, repeated or wrong")
+        left = leftovers[phase]
+        print(f"left afterwards: {left}")
+        if any(left.values()):
+            failed.append(f"{phase}: left {left}")
+        print()
+    print("RESULT: " + ("PASS" if not failed else "FAIL: " + "; ".join(failed)))
+    busy_warning()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
