@@ -663,7 +663,11 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
                 self.cancel(g)
             elif start == "memory" and finish == "released":
                 self._item_lost(g, key)
-            elif start == "released" and finish == "waiting":
+            elif (
+                start == "released"
+                and finish == "waiting"
+                and not stimulus_id.startswith("daskgen-produced")  # being completed
+            ):
                 self._item_needed(g, key)
             return
         if finish == "forgotten":
@@ -687,7 +691,12 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         reason = None
         if g.cancelled:
             reason = "its generator call was cancelled"
-        elif self._passed(g, dts, key) and g.attempts >= g.budget or dts.state == "released" and g.attempts >= g.budget:
+        elif (
+            self._passed(g, dts, key)
+            and g.attempts >= g.budget
+            or dts.state == "released"
+            and g.attempts >= g.budget
+        ):
             reason = _budget_reason(g)
         elif dts.state == "memory":
             # The driver's run just ended and its result is still held:

@@ -340,7 +340,7 @@ class Driver:
             self.rebuilder = threading.Thread(
                 target=self._rebuild_passes, name=f"daskgen-rebuild-{self.gen_id}"
             )
-        self.rebuilder.start()
+            self.rebuilder.start()  # under the lock: run() may join it at once
 
     def _rebuild_passes(self) -> None:
         token = current_call.set(self.info) if self.info else None
