@@ -159,7 +159,7 @@ def _story(dask_scheduler, *keys):
     return out
 
 
-def _gen_diag(dask_scheduler, driver):
+def _gen_diag(driver, dask_scheduler=None):
     """What the scheduler knows of one call (for a hung or left-over call)."""
     ext = dask_scheduler.extensions.get("daskgen")
     g = ext.by_driver.get(driver) if ext is not None else None
@@ -210,7 +210,7 @@ def _scheduler_leftovers(dask_scheduler):
             c for c in dask_scheduler.clients if str(c).startswith("daskgen-")
         ),
         "diagnosis": [
-            _gen_diag(dask_scheduler, g.driver)
+            _gen_diag(g.driver, dask_scheduler)
             for g in list(ext.generators.values())[:3]
         ]
         if ext is not None

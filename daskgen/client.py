@@ -649,6 +649,8 @@ class FutureGenerator:
         """True once the generator task has ended, every item was returned,
         and no error is still to be raised by ``next``."""
         s = self._state
+        if self._status is StreamStatus.cancelled:
+            return self._raised  # once next() raised the cancellation
         return (
             s.end is not None
             and self._index >= s.produced
@@ -656,8 +658,13 @@ class FutureGenerator:
         )
 
     def next_ready(self) -> bool:
-        """True if ``next`` would return at once (an item is ready, or the end)."""
-        return self._index < self._state.produced or self._state.end is not None
+        """True if ``next`` would return at once: an item is ready, the stream
+        has ended (``next`` stops or raises), or it was cancelled."""
+        return (
+            self._status is StreamStatus.cancelled
+            or self._index < self._state.produced
+            or self._state.end is not None
+        )
 
     def cancel(self) -> None:
         """Stop the generator at its next yield (its ``finally`` blocks run).
@@ -773,6 +780,7 @@ class FutureGenerator:
 
     async def _next(self, timeout: float | None) -> Future[Any]:
         if self._status is StreamStatus.cancelled:
+            self._raised = True
             raise GeneratorCancelledError(
                 f"this stream was cancelled; {self._index} items were returned."
             )

@@ -177,7 +177,9 @@ def test_submit_works_or_rejects_up_front(client, name, opts):
         # Rejected before anything was sent, with a message that says what to do.
         assert client.run_on_scheduler(_state) == before
         text = str(e)
-        assert any(w in text for w in ("use", "Use", "Pass", "needs", "must", "e.g.")), text
+        assert any(
+            w in text for w in ("use", "Use", "Pass", "needs", "must", "e.g.")
+        ), text
         return
     counts["worked"] += 1
     nr = opts.get("num_returns")
