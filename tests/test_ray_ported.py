@@ -1441,6 +1441,10 @@ def test_caller_failure_doesnt_hang():
         # the caller raises: the stream finishes
         r = caller.remote("exc", None, "bp-caller-2", gen_w)
         assert isinstance(r.exception(timeout=30), ValueError)
+        # The failed task's traceback holds its frames, and so the handle, for
+        # as long as its error is held (Python and Dask keep the traceback;
+        # Ray's actor frames are gone): release it, then the stream finishes.
+        del r
         poll_for(
             lambda: ended("bp-caller-2", {"finished"}),
             15,
