@@ -610,17 +610,7 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
                         "traceback": None,
                     },
                 )
-            if g.mode != "static" and not g.ended:
-                g.ended = True
-                s.client_send(
-                    g.client,
-                    {
-                        "op": "daskgen-items",
-                        "gen_id": g.gen_id,
-                        "produced": g.produced,
-                        "end": "cancelled",
-                    },
-                )
+            self._send_end(g, "cancelled")
             s.client_releases_keys(
                 keys=keys,
                 client=g.client,
@@ -831,17 +821,7 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
             else:
                 g.state = "cancelled" if g.cancelled else "erred"
                 g.error = g.error or _error_text(dts, kw)
-            if g.mode != "static" and not g.ended:
-                g.ended = True
-                s.client_send(
-                    g.client,
-                    {
-                        "op": "daskgen-items",
-                        "gen_id": g.gen_id,
-                        "produced": g.produced,
-                        "end": finish,
-                    },
-                )
+            self._send_end(g, finish)
             loop = asyncio.get_running_loop()
             if finish == "erred":
                 g.error = self._explain_killed(g, kw) or g.error
@@ -862,6 +842,20 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
                 g.state = "cancelled"
             else:
                 g.state = "waiting"  # worker died or retry: runs again
+
+    def _send_end(self, g: GenState, end: str) -> None:
+        """Tell a stream's or dynamic call's handle that the call ended."""
+        if g.mode != "static" and not g.ended and self.scheduler is not None:
+            g.ended = True
+            self.scheduler.client_send(
+                g.client,
+                {
+                    "op": "daskgen-items",
+                    "gen_id": g.gen_id,
+                    "produced": g.produced,
+                    "end": end,
+                },
+            )
 
     def _explain_killed(self, g: GenState, kw: dict[str, Any]) -> str | None:
         """Replace Dask's KilledWorker, which counts the global allowed-failures,
