@@ -461,7 +461,7 @@ def stream_until_cancelled(cancelled, extra):
             left = extra
         elif left is not None:
             left -= 1
-            time.sleep(0.002)
+        time.sleep(0.002)  # bounded: the cancel may take a while on a busy machine
 
 
 async def astream_until_cancelled(cancelled, extra):
@@ -474,7 +474,7 @@ async def astream_until_cancelled(cancelled, extra):
             left = extra
         elif left is not None:
             left -= 1
-            await asyncio.sleep(0.002)
+        await asyncio.sleep(0.002)  # bounded, as above
 
 
 def reporting(total, prefix, size=None):
