@@ -75,6 +75,20 @@ def _worker_counts(dask_worker):
     }
 
 
+def worker_status(client: Client) -> dict[str, Any]:
+    """The worker's status (a paused worker starts no task) and RSS."""
+    try:
+        return {
+            a: {
+                "status": w.get("status"),
+                "memory": f"{w['metrics']['memory'] / MiB:.0f} MiB",
+            }
+            for a, w in client.scheduler_info()["workers"].items()
+        }
+    except Exception as e:  # noqa: BLE001
+        return {"error": repr(e)}
+
+
 # ------------------------------------------------------------------------ phases
 
 
@@ -96,6 +110,7 @@ class Recorder:
         self.next = 0
         self.rows: list[dict[str, Any]] = []
         self.t0 = time.perf_counter()
+        self.restarts = 0
 
     def maybe(self, done: int) -> None:
         while self.next < len(self.points) and done >= self.points[self.next]:
@@ -105,10 +120,19 @@ class Recorder:
     def sample(self, done: int) -> None:
         elapsed = time.perf_counter() - self.t0
         counts = self.client.run_on_scheduler(_scheduler_counts)
+        try:
+            worker_rss = self.worker.memory_info().rss
+        except psutil.Error:  # the nanny restarted it (memory limit)
+            log("  the worker process was restarted")
+            self.restarts += 1
+            self.worker = psutil.Process(
+                next(iter(self.client.run(os.getpid).values()))
+            )
+            worker_rss = self.worker.memory_info().rss
         row = {
             "items": done,
             "client_rss": self.me.memory_info().rss,
-            "worker_rss": self.worker.memory_info().rss,
+            "worker_rss": worker_rss,
             "tasks": counts["tasks"],
             "ahead": counts["ahead"],
             "elapsed": elapsed,
@@ -128,25 +152,45 @@ def run_stream(client: Client, pid: int, args: argparse.Namespace) -> dict[str, 
     bad = 0
     gen = daskgen.submit(tiny, n, backpressure=args.backpressure, client=client)
     i = 0
-    for f in gen:
+    while True:
+        try:
+            f = gen.next(timeout=args.stall)
+        except StopIteration:
+            break
+        except TimeoutError:
+            log(f"stream: no item {i} within {args.stall} s: {worker_status(client)}")
+            gen.cancel()
+            bad += n - i
+            break
         if f.key[1] != i:
             bad += 1
             log(f"stream: item {i} has key {f.key!r}")
             i = f.key[1]
-        if i % args.fetch_every == 0 and f.result() != i:
-            bad += 1
+        try:
+            if i % args.fetch_every == 0 and f.result() != i:
+                bad += 1
+        except Exception as e:  # noqa: BLE001 - e.g. the worker died too often
+            log(f"stream: item {i} raised {type(e).__name__}: {str(e)[:200]}")
+            e.__traceback__ = None
+            del e, f
+            gen.cancel()
+            bad += n - i
+            break
         del f
         i += 1
         if rec.next < len(rec.points) and i >= rec.points[rec.next]:
             rec.maybe(i)
-    if gen.completed().result() is not None:
+    if gen.status.value != "cancelled" and gen.completed().result() is not None:
         bad += 1
+    if gen.status.value == "cancelled":
+        i = n  # counted in bad already
     del gen
     if i != n:
         log(f"stream: {i} items of {n}")
         bad += abs(n - i)
     rec.maybe(i)
-    return {"rows": rec.rows, "bad": bad, "total": rec.rows[-1]["elapsed"] if rec.rows else 0}
+    return {"rows": rec.rows, "bad": bad, "restarts": rec.restarts,
+            "total": rec.rows[-1]["elapsed"] if rec.rows else 0}  # fmt: skip
 
 
 def run_static(client: Client, pid: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -160,25 +204,33 @@ def run_static(client: Client, pid: int, args: argparse.Namespace) -> dict[str, 
         refs = daskgen.submit(tiny, m, num_returns=m, client=client)
         if m == 1:
             refs = [refs]
-        ac = as_completed(refs)
+        ac = as_completed(refs, timeout=args.stall)
         del refs
         seen = 0
-        for f in ac:
-            j = f.key[1]
-            if (start + j) % args.fetch_every == 0 and f.result() != j:
-                bad += 1
-            if f.status != "finished":
-                bad += 1
-            del f
-            seen += 1
-            done += 1
-            if rec.next < len(rec.points) and done >= rec.points[rec.next]:
-                rec.maybe(done)
+        try:
+            for f in ac:
+                j = f.key[1]
+                if (start + j) % args.fetch_every == 0 and f.result() != j:
+                    bad += 1
+                if f.status != "finished":
+                    bad += 1
+                del f
+                seen += 1
+                done += 1
+                if rec.next < len(rec.points) and done >= rec.points[rec.next]:
+                    rec.maybe(done)
+        except TimeoutError:
+            log(f"static: stalled for {args.stall} s after {done:,} items: "
+                f"{worker_status(client)}")  # fmt: skip
+            del ac
+            bad += n - done
+            break
         del ac
         bad += abs(m - seen)
         start += m
     rec.maybe(done)
-    return {"rows": rec.rows, "bad": bad, "total": rec.rows[-1]["elapsed"] if rec.rows else 0}
+    return {"rows": rec.rows, "bad": bad, "restarts": rec.restarts,
+            "total": rec.rows[-1]["elapsed"] if rec.rows else 0}  # fmt: skip
 
 
 # ------------------------------------------------------------------------ report
@@ -193,7 +245,10 @@ def growth(rows: list[dict[str, Any]], key: str, base_items: int) -> float | Non
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--items", type=int, default=1_000_000, help="items per phase (1M)")
+    p.add_argument("--items", type=int, default=200_000,
+                   help="items per phase (200k; 1M is reachable, see the docstring)")  # fmt: skip
+    p.add_argument("--stall", type=float, default=120.0,
+                   help="fail a phase when no item arrives for this many seconds")  # fmt: skip
     p.add_argument("--phases", nargs="+", choices=("stream", "static"),
                    default=["stream", "static"])  # fmt: skip
     p.add_argument("--chunk", type=int, default=100_000,
@@ -274,6 +329,8 @@ def main() -> int:
         else:
             print("growth: fewer than 100k items, not measured")
         print(f"rate: {last / R['total']:,.0f} items/s over {R['total']:.0f} s")
+        if R["restarts"]:
+            failed.append(f"{phase}: the worker was restarted {R['restarts']} time(s)")
         if R["bad"]:
             failed.append(f"{phase}: {R['bad']} items lost, repeated or wrong")
         left = leftovers[phase]

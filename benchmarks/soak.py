@@ -60,8 +60,8 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 import daskgen
 
 if __name__ != "__main__":
-    # Imported by the test (from its file path): the workers cannot import
-    # this module, so ship its task functions by value.
+    # Imported (by the test): workers that cannot import this module get its
+    # task functions by value from cloudpickle.
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 MiB = 2**20
@@ -155,7 +155,9 @@ def _story(dask_scheduler, *keys):
         k = str(key)
         k = "driver" if "-generator-" in k else "end" if "-completed-" in k else k
         rec = ",".join(f"{str(a)[-12:]}:{b}" for a, b in list(recs.items())[:3])
-        out.append(f"+{ts - t0:.3f}s {k} {start}->{finish} [{stim.rsplit('-', 1)[0]}] {rec}")
+        out.append(
+            f"+{ts - t0:.3f}s {k} {start}->{finish} [{stim.rsplit('-', 1)[0]}] {rec}"
+        )
     return out
 
 
@@ -172,8 +174,17 @@ def _gen_diag(driver, dask_scheduler=None):
         "driver": str(driver),
         "genstate": {
             k: info[k]
-            for k in ("mode", "state", "attempts", "yielded", "taken", "released",
-                      "backpressure", "worker", "error")
+            for k in (
+                "mode",
+                "state",
+                "attempts",
+                "yielded",
+                "taken",
+                "released",
+                "backpressure",
+                "worker",
+                "error",
+            )
         },  # fmt: skip
         "limit": getattr(g, "limit", None),
         "run_produced": g.run_produced,
@@ -437,7 +448,13 @@ def run_dynamic(client, rng, call, func, delay, max_retries, budget):
     n, cid = call.n, call.cid
     left = Remaining(budget)
     d = daskgen.submit(
-        func, cid, n, delay, num_returns="dynamic", max_retries=max_retries, client=client
+        func,
+        cid,
+        n,
+        delay,
+        num_returns="dynamic",
+        max_retries=max_retries,
+        client=client,
     )
     futs = d.result(timeout=left())
     del d
@@ -453,9 +470,7 @@ def consumer(client, tally, rng, deadline, ids, max_retries, budget, pick):
         with tally.lock:
             cid = next(ids)
             # the first calls go through every mode once, then by weight
-            kind, gkind = (
-                MODES[cid].split("/") if cid < len(MODES) else pick(rng)
-            )
+            kind, gkind = MODES[cid].split("/") if cid < len(MODES) else pick(rng)
             mode = f"{kind}/{gkind}"
             tally.calls[mode] += 1
         func = gen_items if gkind == "sync" else agen_items
@@ -720,7 +735,11 @@ def run(
     # worker removals not caused by a kill (nanny memory restarts, time-outs)
     killed = {addr for _, addr, _ in kills}
     R["unexpected_worker_removals"] = [
-        (time.strftime("%H:%M:%S", time.localtime(t)) + f".{int(t % 1 * 1000):03d}", w, why)
+        (
+            time.strftime("%H:%M:%S", time.localtime(t)) + f".{int(t % 1 * 1000):03d}",
+            w,
+            why,
+        )
         for t, w, why in p["removed"]
         if w not in killed
     ]
@@ -749,7 +768,9 @@ def failures(R: dict[str, Any]) -> list[str]:
     if bad:
         out.append(f"worker validate_state: {bad}")
     if R["validation_failures_during"]:
-        out.append(f"validate_state during the chaos: {R['validation_failures_during']}")
+        out.append(
+            f"validate_state during the chaos: {R['validation_failures_during']}"
+        )
     return out
 
 
@@ -813,9 +834,7 @@ def report(R: dict[str, Any]) -> None:
         ),
         (
             "left on the workers",
-            "nothing"
-            if not R["leftover_workers"]
-            else str(R["leftover_workers"]),
+            "nothing" if not R["leftover_workers"] else str(R["leftover_workers"]),
         ),
         ("peak worker RSS", f"{R['peak_worker_rss'] / MiB:.0f} MiB"),
         ("peak client+scheduler RSS", f"{R['peak_client_rss'] / MiB:.0f} MiB"),
@@ -831,7 +850,9 @@ def report(R: dict[str, Any]) -> None:
         print(f"\nleft tasks (sample): {ls.get('task_sample')}")
         print(f"left generators (sample): {ls.get('generator_sample')}")
         for d in ls.get("diagnosis") or []:
-            print(f"  {d['driver']}: " + str({k: v for k, v in d.items() if k != 'story'}))
+            print(
+                f"  {d['driver']}: " + str({k: v for k, v in d.items() if k != "story"})
+            )
             for line in d["story"]:
                 print(f"    {line}")
     if R["unexpected_worker_removals"]:

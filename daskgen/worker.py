@@ -205,6 +205,7 @@ class Driver:
         self.stop = False
         self.cancel_requested = False
         self.limit: int | None = meta.get("backpressure")
+        self.lifted = False  # backpressure lifted for good (handle dropped)
         self.error: str | None = None
         self.end: dict[str, Any] | None = None
         self.final: dict[str, Any] | None = None
@@ -232,8 +233,20 @@ class Driver:
 
     def set_limit(self, limit: int | None) -> None:
         with self.cond:
-            self.limit = limit
+            self._apply_limit(limit)
             self.cond.notify_all()
+
+    def _apply_limit(self, limit: int | None) -> None:
+        """A backpressure limit from the scheduler (under ``cond``). Limits
+        come by two paths (a take's message, a report's reply) and may arrive
+        out of order: within a run one never lowers the limit, and once lifted
+        (the handle was dropped) it stays lifted."""
+        if limit is None:
+            if self.limit is not None:
+                self.lifted = True
+            self.limit = None
+        elif not self.lifted:
+            self.limit = limit if self.limit is None else max(self.limit, limit)
 
     def _stopped(self) -> bool:
         return (
@@ -542,7 +555,7 @@ class Driver:
                 self.stop = True
                 self.cancel_requested |= not reply.get("stale")
             if self.limit is not None or reply.get("limit") is not None:
-                self.limit = reply.get("limit")
+                self._apply_limit(reply.get("limit"))
             self.cond.notify_all()
 
     def _drop(self, indices: list[int]) -> None:

@@ -9,7 +9,7 @@ item must arrive exactly once with its value, every call must survive
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import sys
 from pathlib import Path
 
@@ -21,15 +21,12 @@ SOAK = Path(__file__).resolve().parent.parent / "benchmarks" / "soak.py"
 
 
 def load_soak():
-    name = "daskgen_benchmarks_soak"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, SOAK)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # soak.py ships itself by value to the workers
-    spec.loader.exec_module(module)
-    return module
+    """Import benchmarks/soak.py as ``soak``. Its directory goes on sys.path,
+    which the workers' processes inherit (multiprocessing spawn), so they can
+    import its task functions by reference too."""
+    if str(SOAK.parent) not in sys.path:
+        sys.path.insert(0, str(SOAK.parent))
+    return importlib.import_module("soak")
 
 
 def test_soak():
