@@ -224,7 +224,7 @@ def worker_state(dask_worker: Any) -> dict[str, int]:
     }
 
 
-def assert_clean(client: Client, timeout: float = 15) -> None:
+def assert_clean(client: Client, timeout: float = 30) -> None:
     """No task, generator state, pseudo-client, stored value or driver left."""
     gc.collect()
     last: list[Any] = []
