@@ -1443,10 +1443,13 @@ def test_caller_failure_doesnt_hang():
         assert isinstance(r.exception(timeout=30), ValueError)
         # The failed task's traceback holds its frames, and so the handle, for
         # as long as its error is held (Python and Dask keep the traceback;
-        # Ray's actor frames are gone): release it, then the stream finishes.
+        # Ray's actor frames are gone): release it, then the stream finishes
+        # once the worker's garbage collector has freed that reference cycle.
         del r
         poll_for(
-            lambda: ended("bp-caller-2", {"finished"}),
+            lambda: (
+                c.run(gc.collect) is not None and ended("bp-caller-2", {"finished"})
+            ),
             15,
             fail_func=lambda: print(generator_info(c, "bp-caller-2-generator")),
         )
