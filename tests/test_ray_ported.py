@@ -1245,6 +1245,12 @@ def test_intermediate_generator_object_recovery_while_generator_running():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backpressure", [False, True])
+@pytest.mark.xfail(
+    reason="open bug (issue 13): a stream with backpressure=1 can stall for good "
+    "after repeated worker kills, now and then (seen on distributed 2025.1 and, "
+    "under load, 2026.8); kept running so that a pass shows as XPASS",
+    strict=False,
+)
 def test_many_tasks_lineage_reconstruction_mini_stress_test(backpressure):
     """Ray: test_many_tasks_lineage_reconstruction_mini_stress_test (without its RPC
     delay and failure injection). Five streams of 10 items; three workers
