@@ -31,7 +31,6 @@ __all__ = [
     "held_nbytes",
     "future_state",
     "register_client_handler",
-    "set_allowed_deaths",
     "set_suspicious",
     "store_local",
     "worker_task_state",
@@ -147,16 +146,6 @@ def detach(scheduler: Scheduler, key: Any, run_spec: Any) -> None:
 def set_suspicious(ts: TaskState, value: int) -> None:
     """Set the worker-death count the scheduler compares to allowed-failures."""
     ts.suspicious = value
-
-
-def set_allowed_deaths(ts: TaskState, allowed_failures: int, max_retries: int) -> None:
-    """Make the scheduler give up on ``ts`` after ``max_retries + 1`` worker deaths.
-
-    The scheduler raises KilledWorker once ``ts.suspicious`` exceeds its global
-    ``allowed-failures``; starting the count below zero or above it moves that
-    limit for this one task.
-    """
-    ts.suspicious = allowed_failures - max_retries
 
 
 # ------------------------------------------------------------------------ worker

@@ -226,8 +226,8 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
             if ts is None or key in self.by_driver:
                 continue
             if meta["mode"] == "plain":
-                _compat.set_allowed_deaths(
-                    ts, scheduler.allowed_failures, int(meta["max_retries"])
+                _compat.set_suspicious(  # Dask fails it after max_retries + 1 deaths
+                    ts, scheduler.allowed_failures - int(meta["max_retries"])
                 )
                 self.plain[key] = int(meta["max_retries"])
                 continue
