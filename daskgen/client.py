@@ -755,6 +755,18 @@ class FutureGenerator:
 
     # --------------------------------------------------------------- internal
 
+    async def _where(self) -> str:
+        """Where the call stands, for a timeout's message ("" if unknown)."""
+        scheduler: Any = self._client.scheduler
+        try:
+            w = await asyncio.wait_for(
+                scheduler.daskgen_where(gen_id=self._state.gen_id, index=self._index),
+                5,
+            )
+        except Exception:  # noqa: BLE001 - the message is a courtesy
+            return ""
+        return _describe_where(w, self._index)
+
     def _take(self) -> Future[Any]:
         """Return the next item's Future; tell the scheduler (for backpressure
         and the dashboard) in one message per event-loop turn, not per item."""
@@ -804,12 +816,46 @@ class FutureGenerator:
                 remaining = deadline - asyncio.get_running_loop().time()
                 if remaining <= 0:
                     raise StreamTimeoutError(
-                        f"no item {self._index} of {self._name!r} within {timeout} s"
+                        f"no item {self._index} of {self._name!r} within {timeout} "
+                        f"s{await self._where()}"
                     )
             try:
                 await asyncio.wait_for(event.wait(), remaining)
             except asyncio.TimeoutError:
                 continue
+
+
+def _describe_where(w: dict[str, Any] | None, index: int) -> str:
+    """The scheduler's view of a stream whose next item is late, in words."""
+    if w is None:
+        return "; the scheduler does not know the call (it ended or was released)"
+    if w["driver"] == "processing":
+        run = (
+            f"the call's generator task is processing on {w['worker']} "
+            f"(run {w['attempts']} of {w['budget']})"
+        )
+    elif w["driver"] in ("waiting", "queued", "no-worker", "released"):
+        run = (
+            f"the call is waiting to run ({w['driver']}; "
+            f"{w['attempts']} of {w['budget']} runs used)"
+        )
+    else:
+        run = f"the call's generator task is {w['driver']}"
+    n = w["yielded"]
+    parts = [run, f"{n} item{'' if n == 1 else 's'} yielded"]
+    if w["run_yielded"] < w["yielded"] and w["driver"] == "processing":
+        parts.append(f"this run has replayed {w['run_yielded']} of them")
+    if w["limit"] is not None:
+        paused = w["run_yielded"] >= w["limit"] and w["driver"] == "processing"
+        parts.append(
+            f"backpressure limit {w['limit']}{' (paused there)' if paused else ''}"
+        )
+    if w["item"] is not None:
+        held = f" on {', '.join(w['item_on'])}" if w["item_on"] else ""
+        parts.append(f"item {index} is {w['item']}{held}")
+    else:
+        parts.append(f"item {index} is not yielded yet")
+    return "; " + "; ".join(parts)
 
 
 async def _end_with_driver(driver: Any, stream: _StreamState) -> None:

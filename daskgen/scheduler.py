@@ -173,6 +173,7 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
             {
                 "daskgen_produced": self.produced,
                 "daskgen_info": self.get_info,
+                "daskgen_where": self.where,
             }
         )
         scheduler.stream_handlers.update(
@@ -972,6 +973,35 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
     def get_info(self, history: bool = True) -> list[dict[str, Any]]:
         live = [g.info() for g in self.generators.values()]
         return live + (list(self.history) if history else [])
+
+    def where(self, gen_id: str, index: int) -> dict[str, Any] | None:
+        """Where a call and one of its items stand (for a timeout's message:
+        a slow run told from a lost item)."""
+        g = self.generators.get(gen_id)
+        s = self.scheduler
+        if g is None or s is None:
+            return None
+        dts = s.tasks.get(g.driver)
+        its = s.tasks.get(g.item_key(index))
+        return {
+            "state": g.state,
+            "attempts": g.attempts,
+            "budget": g.budget,
+            "yielded": g.produced,
+            "run_yielded": g.run_produced,
+            "taken": g.taken,
+            "limit": g.limit,
+            "driver": None if dts is None else dts.state,
+            "worker": (
+                dts.processing_on.address
+                if dts is not None and dts.processing_on is not None
+                else None
+            ),
+            "item": None if its is None else its.state,
+            "item_on": (
+                [] if its is None else sorted(ws.address for ws in its.who_has or ())
+            ),
+        }
 
 
 # --------------------------------------------------------------------- helpers

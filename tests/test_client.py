@@ -314,8 +314,15 @@ async def test_next_timeout_and_ready(c, s, a, b):
     gen = daskgen.submit(gated, 3, "go-timeout", 1)
     assert await (await gen.next(timeout="5s")) == 0
     assert not gen.next_ready()
-    with pytest.raises(StreamTimeoutError):
+    with pytest.raises(StreamTimeoutError) as info:
         await gen.next(timeout=0.2)
+    # the message tells a slow run from a lost item: where the call stands
+    msg = str(info.value)
+    del info  # its traceback holds the stream
+    assert msg.startswith(
+        "no item 1 of 'gated' within 0.2 s; the call's generator task is processing on "
+    ), msg
+    assert "(run 1 of 4); 1 item yielded; item 1 is not yielded yet" in msg, msg
     with pytest.raises(TimeoutError):
         await gen.next(timeout=0.05)
     await ev.set()
@@ -323,6 +330,35 @@ async def test_next_timeout_and_ready(c, s, a, b):
     assert await c.gather(rest) == [1, 2]
     del gen, rest
     await assert_clean(c, s, a, b)
+
+
+def test_next_timeout_message_states():
+    """The other states a timeout's message names (the scheduler's answer,
+    put into words without a cluster)."""
+    from daskgen.client import _describe_where
+
+    base = {
+        "state": "waiting", "attempts": 1, "budget": 4, "yielded": 7,
+        "run_yielded": 0, "taken": 7, "limit": None, "driver": "no-worker",
+        "worker": None, "item": None, "item_on": [],
+    }  # fmt: skip
+    assert _describe_where(base, 7) == (
+        "; the call is waiting to run (no-worker; 1 of 4 runs used); "
+        "7 items yielded; item 7 is not yielded yet"
+    )
+    replay = dict(base, driver="processing", worker="tcp://w:1", attempts=2,
+                  run_yielded=3, limit=8, item="waiting")  # fmt: skip
+    assert _describe_where(replay, 7) == (
+        "; the call's generator task is processing on tcp://w:1 (run 2 of 4); "
+        "7 items yielded; this run has replayed 3 of them; backpressure limit 8; "
+        "item 7 is waiting"
+    )
+    held = dict(base, driver="memory", item="memory", item_on=["tcp://w:2"])
+    assert _describe_where(held, 7) == (
+        "; the call's generator task is memory; 7 items yielded; "
+        "item 7 is memory on tcp://w:2"
+    )
+    assert "does not know the call" in _describe_where(None, 0)
 
 
 @gen_cluster(client=True)
