@@ -364,6 +364,7 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
                 "limit": None,
             }
         ws = dts.processing_on
+        g.worker = worker  # (work stealing may have moved a driver not started)
         stimulus_id = f"daskgen-produced-{time.time()}"
         drop: list[int] = []
         complete: list[tuple[TaskState, int, bytes | None, str]] = []
@@ -527,13 +528,25 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         if g is None or taken <= g.taken:
             return
         g.taken = taken
-        if g.backpressure is not None and g.worker and g.state in ("running", "paused"):
-            assert self.scheduler is not None
-            self.scheduler.worker_send(
-                g.worker,
-                {"op": "daskgen-limit", "gen_id": gen_id, "limit": g.limit},
-            )
+        if g.backpressure is not None:
+            self._send_limit(g)
         self._update_pause(g)
+
+    def _send_limit(self, g: GenState) -> None:
+        """Send the backpressure limit to the worker the driver runs on now.
+
+        Not to ``g.worker``: work stealing moves a driver that has not
+        started to another worker without a transition this plugin sees, and
+        a limit sent to the first worker would leave the run paused for good.
+        """
+        s = self.scheduler
+        assert s is not None
+        dts = s.tasks.get(g.driver)
+        if dts is not None and dts.state == "processing" and dts.processing_on:
+            s.worker_send(
+                dts.processing_on.address,
+                {"op": "daskgen-limit", "gen_id": g.gen_id, "limit": g.limit},
+            )
 
     def abandon(self, gen_id: str, client: str | None = None) -> None:
         """The caller dropped its handle: free items as soon as they're produced."""
@@ -544,11 +557,7 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         if g.backpressure is not None:
             # Nobody will take: lift the limit so that it runs to its end.
             g.backpressure = None
-            if g.worker and g.state in ("running", "paused"):
-                assert self.scheduler is not None
-                self.scheduler.worker_send(
-                    g.worker, {"op": "daskgen-limit", "gen_id": gen_id, "limit": None}
-                )
+            self._send_limit(g)
             self._update_pause(g)
 
     def cancel_handler(self, gen_id: str, client: str | None = None) -> None:

@@ -138,6 +138,42 @@ def kill_worker(client, addr, sig=signal.SIGKILL):
     os.kill(pid, sig)
 
 
+def _drivers(dask_worker):
+    ext = dask_worker.extensions.get("daskgen")
+    return {
+        d.gen_id: {"i": d.i, "limit": d.limit, "lifted": d.lifted, "stop": d.stop,
+                   "outbox": len(d.outbox), "notes": len(d.notes),
+                   "inflight": d.inflight, "done": d.done.is_set()}
+        for d in (ext.drivers.values() if ext else ())
+    }  # fmt: skip
+
+
+def _gen_info(gen_id, dask_scheduler):
+    g = dask_scheduler.extensions["daskgen"].generators.get(gen_id)
+    if g is None:
+        return None
+    story = [
+        (str(t[0])[-12:], *t[1:4]) for t in dask_scheduler.story(g.driver)
+    ]  # fmt: skip
+    return {**g.info(), "run_produced": g.run_produced, "story": story}
+
+
+def stalled_streams(client, gens):
+    """Where each stream that did not end stands: a slow run told from a stall
+    (the scheduler's view in each timeout's message, and the workers' drivers)."""
+    out = []
+    for g in gens:
+        try:
+            g.next(timeout=0.01)
+            out.append(f"{g!r}: an item is ready")
+        except StopIteration:
+            out.append(f"{g!r}: ended")
+        except daskgen.StreamTimeoutError as e:
+            info = client.run_on_scheduler(_gen_info, g._state.gen_id)
+            out.append(f"{g!r}: {e}\n  scheduler: {info}")
+    return "\n".join(out) + f"\ndrivers on the workers: {client.run(_drivers)}"
+
+
 def kill_and_wait(client, addr, n_workers):
     kill_worker(client, addr)
     poll_for(
@@ -1245,12 +1281,6 @@ def test_intermediate_generator_object_recovery_while_generator_running():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backpressure", [False, True])
-@pytest.mark.xfail(
-    reason="open bug (issue 13): a stream with backpressure=1 can stall for good "
-    "after repeated worker kills, now and then (seen on distributed 2025.1 and, "
-    "under load, 2026.8); kept running so that a pass shows as XPASS",
-    strict=False,
-)
 def test_many_tasks_lineage_reconstruction_mini_stress_test(backpressure):
     """Ray: test_many_tasks_lineage_reconstruction_mini_stress_test (without its RPC
     delay and failure injection). Five streams of 10 items; three workers
@@ -1266,7 +1296,10 @@ def test_many_tasks_lineage_reconstruction_mini_stress_test(backpressure):
         rng = random.Random(0)
         deadline = time.monotonic() + 60
         while unready:
-            assert time.monotonic() < deadline, f"streams never ended: {unready}"
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"streams never ended: {stalled_streams(c, unready)}"
+                )
             ready, unready = daskgen.wait(
                 unready, num_returns=len(unready), timeout=0.1
             )

@@ -29,12 +29,6 @@ def load_soak():
     return importlib.import_module("soak")
 
 
-@pytest.mark.xfail(
-    reason="open bug (issue 13): a stream with backpressure=1 can stall for good "
-    "after repeated worker kills, now and then (seen on distributed 2025.1 and, "
-    "under load, 2026.8); kept running so that a pass shows as XPASS",
-    strict=False,
-)
 def test_soak():
     soak = load_soak()
     R = soak.run(0.75, workers=4, seed=20261201, call_budget=90.0)
