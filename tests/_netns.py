@@ -18,7 +18,8 @@ veth). This kernel has no qdisc or action that adds delay: ``netem``, ``fq``,
 all "Specified qdisc kind is unknown", and the ``gact``/``bpf`` actions are not
 built (only htb, tbf, ingress and fifo qdiscs; u32/bpf classifiers with the
 mirred action). :func:`probe_delay` checks again on the machine the tests
-run on (``Net.delay``), and the tests report what it found.
+run on (``Net.delay``), and the tests report what it found; where ``netem``
+works, every link gets ``netem delay 2ms rate 100mbit`` instead of tbf.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ BURST = "128kb"
 #: the longest a packet may wait in tbf's queue before it is dropped
 QUEUE_LATENCY = "100ms"
 DELAY_QDISCS = ("netem delay 20ms", "fq_codel", "cake rtt 20ms", "fq")
+#: one-way delay of each direction of each link, where the kernel has netem
+NETEM_DELAY = "2ms"
 
 
 def run(*args: str, check: bool = True, timeout: float = 20) -> str:
@@ -235,7 +238,7 @@ class Net:
             "ip", "addr", "add", f"{BRIDGE_ADDR}/{SUBNET.prefixlen}", "dev", self.bridge
         )
         run("ip", "link", "set", self.bridge, "up")
-        #: a qdisc that adds delay, if this kernel has one (reported, not applied)
+        #: a qdisc that adds delay, if this kernel has one (netem is applied)
         self.delay = probe_delay(self.bridge)
 
     def add_host(self, tag: str, ip: str) -> Host:
@@ -254,6 +257,16 @@ class Net:
         h.run("ip", "link", "set", "lo", "up")
         h.run("ip", "addr", "add", f"{ip}/{SUBNET.prefixlen}", "dev", "eth0")
         h.run("ip", "link", "set", "eth0", "up")
+        if self.shape and self.delay is not None and self.delay.startswith("netem"):
+            # Where the kernel has netem: delay and rate limit in one qdisc.
+            spec = ("netem", "delay", NETEM_DELAY, "rate", RATE)
+            try:
+                run("tc", "qdisc", "replace", "dev", h.veth, "root", *spec)
+                h.run("tc", "qdisc", "replace", "dev", "eth0", "root", *spec)
+                self.shaping = " ".join(spec)
+                return h
+            except RuntimeError as e:
+                self.delay = f"none (netem failed: {e})"
         if self.shape:
             try:
                 run(

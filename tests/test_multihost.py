@@ -23,7 +23,9 @@ veth (so each direction of each link is limited to 100 Mbit/s). **No added
 latency**: this kernel has no ``netem`` (nor ``fq``, ``fq_codel``, ``cake``,
 ``sfq``, ``codel``, ``pie``, ``etf``, ``taprio``; the ``gact`` and ``bpf`` tc
 actions are not built either, only htb/tbf/ingress/fifo qdiscs), so there is
-no qdisc or action that delays packets; only the rate limit is applied.
+no qdisc or action that delays packets; only the rate limit is applied
+here. On a kernel with netem, every link gets ``netem delay 2ms rate 100mbit``
+instead (a 4 ms round trip between any two hosts), and the tests say so.
 ``test_static_items_move_between_hosts`` checks that the limit is in force.
 
 Needs root, iproute2 and network namespaces; skipped with the reason
