@@ -21,6 +21,7 @@ from concurrent.futures import CancelledError
 from contextlib import contextmanager
 
 import pytest
+from _diag import scheduler_states  # tests/ is on sys.path
 from distributed import Client, Event, KilledWorker, LocalCluster, wait
 from distributed.utils_test import async_poll_for, gen_cluster
 
@@ -127,7 +128,8 @@ def values(futs, timeout=30, when=""):
     except TimeoutError:
         missing = {i: f.status for i, f in enumerate(futs) if not f.done()}
         raise AssertionError(
-            f"{when}items not done within {timeout} s (index: status): {missing}"
+            f"{when}items not done within {timeout} s (index: status): {missing}; "
+            f"{scheduler_states(futs[0].client, futs)}"
         ) from None
     erred = {
         i: repr(f.exception()) for i, f in enumerate(futs) if f.status != "finished"

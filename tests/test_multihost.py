@@ -53,6 +53,7 @@ from typing import Any
 
 import _netns  # tests/_netns.py (tests/ is on sys.path, as for every test module)
 import pytest
+from _diag import scheduler_states  # tests/ is on sys.path
 from distributed import Client, Event, KilledWorker, get_worker, wait
 
 import daskgen
@@ -306,10 +307,9 @@ def gather(client: Client, futs: list[Any], timeout: float = 30) -> list[Any]:
     try:
         wait(futs, timeout=timeout)
     except TimeoutError:
-        pending = [f.key for f in futs if not f.done()]
         raise AssertionError(
-            f"{len(pending)} of {len(futs)} Futures not done within {timeout} s: "
-            f"{pending[:5]}"
+            f"Futures not done within {timeout} s, of {len(futs)}: "
+            f"{scheduler_states(client, futs)}"
         ) from None
     return client.gather(futs)
 

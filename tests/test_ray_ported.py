@@ -34,6 +34,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from _diag import scheduler_states  # tests/ is on sys.path
 from distributed import (
     Client,
     Event,
@@ -268,7 +269,10 @@ def results(futs, timeout=30):
         wait(futs, timeout=timeout)
     except TimeoutError:
         missing = [i for i, f in enumerate(futs) if not f.done()]
-        raise AssertionError(f"items {missing} not ready within {timeout} s") from None
+        raise AssertionError(
+            f"items {missing} not ready within {timeout} s: "
+            f"{scheduler_states(futs[0].client, futs)}"
+        ) from None
     return [f.result() for f in futs]
 
 

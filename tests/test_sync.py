@@ -8,6 +8,7 @@ import gc
 import time
 
 import pytest
+from _diag import scheduler_states  # tests/ is on sys.path
 from distributed import Future, as_completed, wait
 
 import daskgen
@@ -184,10 +185,6 @@ def test_unpicklable_item(client):
     del a, b
 
 
-def _states(keys, dask_scheduler):
-    return {str(k): getattr(dask_scheduler.tasks.get(k), "state", None) for k in keys}
-
-
 def test_static_last_item_never_lost(client):
     """Regression: the end of a static call must not overtake its last value
     (found by a benchmark: a batch in flight while the last yield waited to be
@@ -198,11 +195,8 @@ def test_static_last_item_never_lost(client):
         try:
             wait(refs, timeout=60)  # a slow machine is not a lost item
         except TimeoutError:
-            pending = [f.key for f in refs if not f.done()]
-            states = client.run_on_scheduler(_states, pending[:10])
             raise AssertionError(
-                f"{len(pending)} items not done after 60 s; scheduler states of "
-                f"the first: {states}"
+                f"items not done after 60 s: {scheduler_states(client, refs)}"
             ) from None
         assert refs[-1].result() == 9990
         del refs
