@@ -846,7 +846,7 @@ def _describe_where(w: dict[str, Any] | None, index: int) -> str:
     if w["run_yielded"] < w["yielded"] and w["driver"] == "processing":
         parts.append(f"this run has replayed {w['run_yielded']} of them")
     if w["limit"] is not None:
-        paused = w["run_yielded"] >= w["limit"] and w["driver"] == "processing"
+        paused = w["state"] == "paused"  # the scheduler's own accounting
         parts.append(
             f"backpressure limit {w['limit']}{' (paused there)' if paused else ''}"
         )
