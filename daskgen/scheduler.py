@@ -460,6 +460,9 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         if g.pseudo:
             # Keep the driver until it returns (the end marker stops wanting it).
             s.client_desires_keys([g.driver], g.pseudo)
+        # The handle hears of the end before the marker is done (one stream,
+        # in order): a caller who waited for completed() finds it ended.
+        self._send_end(g, "memory")
         client_msgs: dict[str, list[dict[str, Any]]] = {}
         _compat.complete_items(
             s,
