@@ -201,7 +201,8 @@ def driver_key_of(item):
 
 
 def driver_worker(client, key, timeout=15):
-    """Address of the worker running (or holding the result of) driver ``key``."""
+    """Address of the worker running (or holding the result of, or that last
+    ran: a finished driver may be released at once) driver ``key``."""
     addr = None
 
     def found():
@@ -212,13 +213,17 @@ def driver_worker(client, key, timeout=15):
                     dask_scheduler.tasks[k].processing_on.address
                     if dask_scheduler.tasks[k].processing_on
                     else next(
-                        (ws.address for ws in dask_scheduler.tasks[k].who_has), None
+                        (ws.address for ws in dask_scheduler.tasks[k].who_has or ()),
+                        None,
                     )
                 )
                 if k in dask_scheduler.tasks
                 else None
             )
         )
+        if addr is None:
+            info = generator_info(client, key)
+            addr = info and info["state"] == "finished" and info["worker"] or None
         return addr is not None
 
     poll_for(found, timeout, fail_func=lambda: print(f"driver {key} never started"))
