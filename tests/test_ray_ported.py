@@ -1195,11 +1195,23 @@ async def test_completed_next_ready_is_finished(c, s, a, b):
     await anext_item(gen)
     gen.cancel()
     # daskgen stops it at its next yield, once the stop reached the worker
+    # (or, on a busy machine, the stop came before the generator asked for
+    # its next value: it stopped there and its driver is already gone)
+    ext, key = s.extensions["daskgen"], gen.key
     await async_poll_for(
-        lambda: any(
-            d.stop for w in (a, b) for d in w.extensions["daskgen"].drivers.values()
+        lambda: (
+            any(
+                d.stop for w in (a, b) for d in w.extensions["daskgen"].drivers.values()
+            )
+            or any(g.state == "cancelled" for g in ext.generators.values())
         ),
         10,
+        fail_func=lambda: print(
+            "cnr-fail:",
+            ext.get_info(history=False),
+            {w.address: list(w.extensions["daskgen"].drivers) for w in (a, b)},
+            s.story(key),
+        ),
     )
     await Event("cnr-fail-1").set()
     r, _ = await asyncio.wait_for(daskgen.wait([gen]), 10)
