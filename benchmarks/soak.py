@@ -584,10 +584,16 @@ def run(
     ):
         client.register_plugin(SoakPlugin(), name="daskgen-soak")
         daskgen.install(client)
-        # warm up every worker (imports, plugin) before the chaos
-        for f in daskgen.submit(gen_items, -1, 3, 0.0, client=client):
-            f.result()
-        del f
+        # Warm up every worker (imports, plugin) before the chaos. Bounded:
+        # a warm-up that hangs says where the call stands, not a bare timeout.
+        warm = daskgen.submit(gen_items, -1, 3, 0.0, client=client)
+        while True:
+            try:
+                f = warm.next(timeout=60)
+            except StopIteration:
+                break
+            f.result(timeout=60)
+        del f, warm
         say(f"cluster up in {time.monotonic() - t_start:.1f} s: {workers} workers")
 
         stop_rss = threading.Event()

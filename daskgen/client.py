@@ -547,10 +547,15 @@ class _StreamState:
             if streams is not None and streams.get(self.gen_id) is self:
                 del streams[self.gen_id]
 
-    def abandon(self) -> None:
-        """The handle was dropped: free what it did not take, and what comes."""
+    def release_untaken(self) -> None:
+        """Free the items no ``next`` can hand out any more (the stream was
+        cancelled or dropped), and those that come after."""
         self.abandoned = True
         self.futures.clear()
+
+    def abandon(self) -> None:
+        """The handle was dropped: free what it did not take, and what comes."""
+        self.release_untaken()
         self.driver = None
         if self.end is None and self.client.status == "running":
             _compat.send_to_scheduler(
@@ -670,13 +675,16 @@ class FutureGenerator:
         """Stop the generator at its next yield (its ``finally`` blocks run).
 
         Items already returned stay valid; ``next`` raises
-        :class:`~daskgen.GeneratorCancelledError` from now on.
+        :class:`~daskgen.GeneratorCancelledError` from now on, so the items
+        yielded and not yet returned are freed.
         """
         if self._status is StreamStatus.running:
             self._status = StreamStatus.cancelled
             _compat.send_to_scheduler(
                 self._client, {"op": "daskgen-cancel", "gen_id": self._state.gen_id}
             )
+            # On the event loop, where the items' Futures are made.
+            self._client.loop.add_callback(self._state.release_untaken)
 
     def next(self, timeout: Timeout = None) -> Any:
         """The next item's Future, waiting at most ``timeout``.
@@ -961,3 +969,8 @@ class DynamicFuture(Future):  # type: ignore[type-arg]  # Future is generic only
             "a DynamicFuture cannot be pickled: pass the item Futures of its "
             "result() to other tasks instead."
         )
+
+    def __repr__(self) -> str:
+        s = self._stream
+        state = {None: "running", "memory": "finished"}.get(s.end, s.end)
+        return f"<DynamicFuture {self.key}: {state}, {s.produced} items yielded>"

@@ -15,7 +15,7 @@ from dask.delayed import delayed
 from distributed import Future
 
 from daskgen.client import DynamicFuture, FutureGenerator
-from daskgen.exceptions import InvalidStateError
+from daskgen.exceptions import InvalidStateError, a_noun
 
 if TYPE_CHECKING:
     import dask.array
@@ -197,6 +197,6 @@ def _meta(x: Any) -> Any:
 
     if not isinstance(x, (pd.DataFrame, pd.Series)):
         raise TypeError(
-            f"as_dataframe needs pandas DataFrames; an item is a {type(x).__name__}"
+            f"as_dataframe needs pandas DataFrames; an item is {a_noun(type(x).__name__)}"
         )
     return x.iloc[:0]

@@ -35,6 +35,11 @@ __all__ = [
 ]
 
 
+def a_noun(noun: str) -> str:
+    """``noun`` with its indefinite article, for messages: "an int", "a dict"."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
 class DaskgenError(Exception):
     """Base class of every exception daskgen defines."""
 

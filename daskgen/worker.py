@@ -38,6 +38,7 @@ from daskgen.exceptions import (
     GeneratorCancelledError,
     NumReturnsError,
     ReplayInconsistentError,
+    a_noun,
 )
 
 if TYPE_CHECKING:
@@ -213,8 +214,9 @@ class Driver:
         self.pumped = -1  # highest index stored, its report sent or queued
         self.reported = False  # the first report is on its way
         self.types: dict[type, tuple[bytes | None, str]] = {}
-        # Indices this attempt put into the worker's data itself: a drop frees
-        # only these, never a copy an earlier attempt (or a fetch) left here.
+        # Indices this attempt put into the worker's data itself and has not
+        # had a reply for: a drop frees only these, never a copy an earlier
+        # attempt (or a fetch) left here.
         self.mine: set[int] = set()
         self.i = 0  # values yielded so far
         self.call: tuple[Callable[..., Any], tuple[Any, ...], Any] | None = None
@@ -527,6 +529,9 @@ class Driver:
                     end=last,
                 )
                 self._handle_reply(reply)
+                # A drop names only indices of its own report: those are done
+                # with (else ``mine`` grew by one int per item of a stream).
+                self.mine.difference_update([n[0] for n in notes])
                 if last is not None:
                     if self.end_stored and not reply.get("completed"):
                         _compat.free_local(
@@ -657,7 +662,7 @@ def _drive(driver: _Sink, result: Any, func: Callable[..., Any]) -> None:
         it: Iterator[Any] = iter(result)
     except TypeError:
         raise NumReturnsError(
-            f"{getattr(func, '__name__', func)!r} returned a {type(result).__name__}, "
+            f"{getattr(func, '__name__', func)!r} returned {a_noun(type(result).__name__)}, "
             "not a sequence, so it cannot be split into num_returns values. Return "
             "a list or tuple, or make the function a generator."
         ) from None

@@ -226,6 +226,21 @@ async def test_plain_function_num_returns(c, s, a, b):
     await assert_clean(c, s, a, b)
 
 
+def returns_int(n):
+    return n
+
+
+@gen_cluster(client=True)
+async def test_plain_function_not_a_sequence(c, s, a, b):
+    await daskgen.install(c)
+    (bad, _) = daskgen.submit(returns_int, 2, num_returns=2)
+    await assert_raises(
+        bad, NumReturnsError, r"'returns_int' returned an int, not a sequence"
+    )
+    del bad, _
+    await assert_clean(c, s, a, b)
+
+
 @gen_cluster(client=True)
 async def test_items_group_under_function_name(c, s, a, b):
     await daskgen.install(c)
@@ -248,6 +263,7 @@ async def test_dynamic(c, s, a, b):
     ref = daskgen.submit(produce, 4, num_returns="dynamic")
     assert isinstance(ref, daskgen.DynamicFuture)
     items = await ref.result()
+    assert repr(ref) == f"<DynamicFuture {ref.key}: finished, 4 items yielded>"
     assert all(type(f) is Future for f in items)
     assert await c.gather(items) == [0, 10, 20, 30]
     assert await c.submit(sum, items) == 60
@@ -442,6 +458,28 @@ async def test_cancel_runs_finally(c, s, a, b):
     await assert_clean(c, s, a, b)
 
 
+@gen_cluster(client=True, nthreads=[("", 1)])
+async def test_cancel_frees_untaken_items(c, s, a):
+    """After cancel() no next() can return the items yielded and not taken:
+    they are freed at once, not kept in worker memory until the handle goes."""
+    await daskgen.install(c)
+    gen = daskgen.submit(gated, 6, "go-cancel-frees", 4)
+    first = await gen.__anext__()
+    (g,) = s.extensions["daskgen"].generators.values()
+    await async_poll_for(lambda: g.produced == 4, timeout=10)
+    assert len(a.data) == 4
+    gen.cancel()
+    await async_poll_for(lambda: set(a.data) == {first.key}, timeout=10)
+    assert {k for k in c.futures if isinstance(k, tuple)} == {first.key}
+    await Event("go-cancel-frees").set()  # the generator stops at its next yield
+    with pytest.raises(GeneratorCancelledError, match="cancelled"):
+        await gen.__anext__()
+    await assert_raises(gen.completed(), GeneratorCancelledError, "cancelled")
+    assert await first == 0
+    del gen, first
+    await assert_clean(c, s, a)
+
+
 @gen_cluster(client=True)
 async def test_cancel_static_items(c, s, a, b):
     await daskgen.install(c)
@@ -459,6 +497,24 @@ async def test_cancel_static_items(c, s, a, b):
     assert info["yielded"] < 5  # stopped at the first yield after the cancel
     del refs, g
     await assert_clean(c, s, a, b)
+
+
+@gen_cluster(client=True, nthreads=[("", 1)])
+async def test_driver_keeps_no_per_item_state(c, s, a):
+    """A long stream whose consumer drops each item leaves nothing per item in
+    its driver (a set of stored indices once grew by one int per yield)."""
+    await daskgen.install(c)
+    gen = daskgen.submit(gated, 301, "go-per-item", 300)
+    for _ in range(300):
+        await (await gen.__anext__())  # taken, checked, dropped
+    (driver,) = a.extensions["daskgen"].drivers.values()
+    await async_poll_for(lambda: not driver.mine and not driver.notes, timeout=10)
+    await Event("go-per-item").set()
+    assert await (await gen.__anext__()) == 300
+    with pytest.raises(StopAsyncIteration):
+        await gen.__anext__()
+    del gen, driver
+    await assert_clean(c, s, a)
 
 
 @gen_cluster(client=True)
