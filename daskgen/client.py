@@ -753,6 +753,10 @@ class FutureGenerator:
             "or a list of them, to other tasks instead."
         )
 
+    # client.submit(f, gen) tokenizes its arguments first: say it there, not
+    # under distributed's "Could not serialize object of type ...".
+    __dask_tokenize__ = __reduce__
+
     def __repr__(self) -> str:
         s = self._state
         return (
