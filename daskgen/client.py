@@ -684,7 +684,9 @@ class FutureGenerator:
                 self._client, {"op": "daskgen-cancel", "gen_id": self._state.gen_id}
             )
             # On the event loop, where the items' Futures are made.
-            self._client.loop.add_callback(self._state.release_untaken)
+            loop = self._client.loop
+            if loop is not None:
+                loop.add_callback(self._state.release_untaken)
 
     def next(self, timeout: Timeout = None) -> Any:
         """The next item's Future, waiting at most ``timeout``.
