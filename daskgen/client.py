@@ -19,7 +19,7 @@ from typing import Any, Literal, TypeAlias
 
 from dask.base import annotate
 from dask.utils import funcname, parse_timedelta
-from distributed import Client, Future, KilledWorker, get_client
+from distributed import Client, Future, KilledWorker, as_completed, get_client
 
 from daskgen import _compat, _config
 from daskgen.exceptions import (
@@ -34,6 +34,9 @@ from daskgen.worker import run_driver
 
 NumReturns: TypeAlias = "int | Literal['streaming', 'dynamic'] | None"
 Timeout: TypeAlias = "float | str | timedelta | None"
+
+#: The method of distributed.as_completed that iterates its input.
+_AS_COMPLETED_UPDATE = as_completed.update.__code__
 
 _installed: dict[str, bool] = {}
 _streams: dict[str, dict[str, _StreamState]] = {}
@@ -712,6 +715,18 @@ class FutureGenerator:
                 "this FutureGenerator belongs to an asynchronous client: use "
                 "`async for fut in gen`."
             )
+        if sys._getframe(1).f_code is _AS_COMPLETED_UPDATE:
+            # as_completed reads its input holding a lock that its own
+            # callbacks on the event loop wait for, and next() needs the loop:
+            # it would hang for good. Say so at once.
+            raise TypeError(
+                "distributed.as_completed cannot take a FutureGenerator: its "
+                "items come one by one, and as_completed wants all its Futures "
+                "at once. A stream already gives items as they finish "
+                "(`for fut in gen`); to mix them with other Futures, add each "
+                "one: `ac = as_completed(others)`, then `ac.add(fut)` for each "
+                "`fut` of the stream."
+            )
         return self
 
     def __next__(self) -> Future[Any]:
@@ -758,6 +773,19 @@ class FutureGenerator:
     # client.submit(f, gen) tokenizes its arguments first: say it there, not
     # under distributed's "Could not serialize object of type ...".
     __dask_tokenize__ = __reduce__
+
+    def __dask_graph__(self) -> Any:
+        """Not a Dask collection: say so to whoever asks (``distributed.wait``,
+        ``distributed.progress``, ``dask.compute``, ``client.persist`` look
+        for Futures in collections and would find none in a stream)."""
+        raise TypeError(
+            "a FutureGenerator is not a Dask collection, so distributed.wait, "
+            "distributed.progress, dask.compute and client.persist cannot take "
+            "it. Wait for the call with `distributed.wait(gen.completed())` (done "
+            "once every item was yielded) or `daskgen.wait([gen])` (its next "
+            "item), show its progress with `daskgen.progress(gen)`, and pass the "
+            "item Futures that `next(gen)` returns to other functions."
+        )
 
     def __repr__(self) -> str:
         s = self._state

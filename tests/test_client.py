@@ -539,6 +539,24 @@ async def test_dropped_items_freed_generator_completes(c, s, a, b):
 
 
 @gen_cluster(client=True)
+async def test_dask_functions_with_a_stream_async(c, s, a, b):
+    """An asynchronous client's FutureGenerator given to Dask's functions:
+    a clear error at once (tests/test_sync.py has the synchronous client)."""
+    await daskgen.install(c)
+    gen = daskgen.submit(produce, 3)
+    with pytest.raises(TypeError, match="not a Dask collection"):
+        await wait(gen)
+    with pytest.raises(InvalidStateError, match="async for"):
+        as_completed(gen)
+    with pytest.raises(InvalidStateError, match="async for"):
+        c.gather(gen)
+    assert [await f async for f in gen] == [0, 10, 20]
+    await wait(gen.completed())
+    del gen
+    await assert_clean(c, s, a, b)
+
+
+@gen_cluster(client=True)
 async def test_stream_handle_protocols(c, s, a, b):
     await daskgen.install(c)
     gen = daskgen.submit(produce, 2)

@@ -75,6 +75,39 @@ def test_streaming_for_loop(client):
     scheduler_clean(client)
 
 
+def test_dask_functions_with_a_stream(client):
+    """Dask's own functions given a FutureGenerator: the useful thing or a
+    clear error at once, never a hang or a silent wrong answer."""
+    import distributed
+
+    gen = daskgen.submit(slow, 3, 0.05)
+    start = time.monotonic()
+    # as_completed wants every Future at once (it used to hang for good)
+    with pytest.raises(TypeError, match="as_completed cannot take a FutureGenerator"):
+        as_completed(gen)
+    # wait and progress look for Futures in collections (they found none)
+    with pytest.raises(TypeError, match=r"not a Dask collection.*gen\.completed\(\)"):
+        wait(gen)
+    with pytest.raises(TypeError, match="daskgen.progress"):
+        distributed.progress(gen)
+    with pytest.raises(TypeError, match="not a Dask collection"):
+        client.persist(gen)
+    assert time.monotonic() - start < 5  # at once
+    # what the messages suggest works
+    ac = as_completed()
+    first = None
+    for fut in gen:
+        first = first or fut
+        ac.add(fut)
+    assert sorted(f.result() for f in ac) == [0, 1, 2]
+    wait(gen.completed())
+    assert gen.is_finished()
+    # client.gather over a stream streams its values (distributed's Iterator path)
+    assert list(client.gather(daskgen.submit(produce, 3))) == [0, 10, 20]
+    del gen, ac, fut, first
+    scheduler_clean(client)
+
+
 def test_streaming_next_timeout(client):
     gen = daskgen.submit(slow, 2, 1.0)
     with pytest.raises(StreamTimeoutError, match="no item 0"):
