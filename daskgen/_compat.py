@@ -12,6 +12,7 @@ from time import time
 from typing import TYPE_CHECKING, Any, cast
 
 from dask._task_spec import Task, TaskRef
+from distributed.diagnostics.progress import Progress
 from distributed.scheduler import Transition
 from distributed.worker_state_machine import FreeKeysEvent
 
@@ -83,7 +84,13 @@ def complete_items(
     hand since the scheduler's transition engine does not see this move.
     """
     recommendations: dict[Any, Any] = {}
-    plugins = list(scheduler.plugins.values())
+    plugins: list[tuple[Any, Any]] = [
+        # distributed.progress counts a key done when it goes processing ->
+        # memory: tell its plugins so (an item is done as if computed); the
+        # others hear the true start, waiting.
+        (p, "processing" if isinstance(p, Progress) else "waiting")
+        for p in scheduler.plugins.values()
+    ]
     now = time()
     for ts, nbytes, typ, typename in items:
         if ts.waiting_on:
@@ -102,11 +109,11 @@ def complete_items(
         scheduler.transition_log.append(
             Transition(ts.key, "waiting", "memory", {}, stimulus_id, now)
         )
-        for plugin in plugins:
+        for plugin, start in plugins:
             try:
                 plugin.transition(
                     ts.key,
-                    "waiting",
+                    start,
                     "memory",
                     stimulus_id=stimulus_id,
                     worker=ws.address,

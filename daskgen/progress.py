@@ -74,9 +74,9 @@ def progress(
     cancelled) or every Future is done; it does not take items, so run it
     before or alongside the loop that consumes them (e.g. in a thread).
 
-    :func:`distributed.progress` cannot follow daskgen items: it counts tasks
-    that go from ``processing`` to ``memory``, and an item goes to memory
-    without being processed (its generator stored it).
+    :func:`distributed.progress` takes a static call's items too (daskgen
+    tells its plugins when they are done), but not a stream, which has no
+    total.
     """
     tracker = _tracker(gen_or_list)
     if notebook is None:

@@ -108,6 +108,30 @@ def test_dask_functions_with_a_stream(client):
     scheduler_clean(client)
 
 
+def test_distributed_progress_counts_static_items(client, capsys):
+    """distributed.progress over a static call's items fills and returns (it
+    waited for good: items go to memory without being processed)."""
+    import threading
+
+    import distributed
+
+    refs = daskgen.submit(slow, 4, 0.1, num_returns=4)
+    done = threading.Event()
+
+    def show():
+        distributed.progress(refs, notebook=False, interval="50ms")
+        done.set()
+
+    t = threading.Thread(target=show, daemon=True)
+    t.start()
+    assert done.wait(30), "distributed.progress never saw the items done"
+    t.join()
+    assert "100% Completed" in capsys.readouterr().out
+    assert client.gather(refs) == [0, 1, 2, 3]
+    del refs
+    scheduler_clean(client)
+
+
 def test_streaming_next_timeout(client):
     gen = daskgen.submit(slow, 2, 1.0)
     with pytest.raises(StreamTimeoutError, match="no item 0"):
