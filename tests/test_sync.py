@@ -118,11 +118,11 @@ def test_distributed_progress_counts_static_items(client, capsys):
     refs = daskgen.submit(slow, 4, 0.1, num_returns=4)
     done = threading.Event()
 
-    def show():
+    def show(refs):
         distributed.progress(refs, notebook=False, interval="50ms")
         done.set()
 
-    t = threading.Thread(target=show, daemon=True)
+    t = threading.Thread(target=show, args=(refs,), daemon=True)
     t.start()
     assert done.wait(30), "distributed.progress never saw the items done"
     t.join()
