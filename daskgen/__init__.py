@@ -69,11 +69,20 @@ __all__ = [
 ]
 
 
-async def dask_setup(scheduler: object) -> None:
-    """``dask scheduler --preload daskgen``: install the plugins at start."""
-    from distributed import Scheduler
+async def dask_setup(server: object) -> None:
+    """Install the plugins as a scheduler or a client starts.
 
-    if isinstance(scheduler, Scheduler):
-        await scheduler.register_scheduler_plugin(
+    ``dask scheduler --preload daskgen`` runs it with the scheduler; every
+    client of a process that imported daskgen runs it (daskgen adds itself to
+    the default of ``distributed.client.preload``).
+    """
+    from distributed import Client, Scheduler
+
+    if isinstance(server, Scheduler):
+        await server.register_scheduler_plugin(
             GeneratorSchedulerPlugin(), name="daskgen", idempotent=True
         )
+    elif isinstance(server, Client):
+        from daskgen.client import install_on_start
+
+        await install_on_start(server)

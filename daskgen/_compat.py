@@ -32,6 +32,7 @@ __all__ = [
     "held_nbytes",
     "future_state",
     "register_client_handler",
+    "register_scheduler_plugin",
     "set_suspicious",
     "store_local",
     "worker_task_state",
@@ -187,6 +188,17 @@ def driver_run_id(worker: Worker, key: Any) -> int | None:
 
 
 # ------------------------------------------------------------------------ client
+
+
+async def register_scheduler_plugin(client: Client, plugin: Any) -> None:
+    """Install a scheduler plugin from inside the client's event loop (a
+    synchronous client's ``register_plugin`` cannot be awaited there)."""
+    from distributed.protocol.pickle import dumps
+
+    scheduler: Any = client.scheduler
+    await scheduler.register_scheduler_plugin(
+        plugin=dumps(plugin), name=plugin.name, idempotent=True
+    )
 
 
 def register_client_handler(

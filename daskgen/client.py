@@ -8,6 +8,7 @@ import contextlib
 import copy
 import functools
 import inspect
+import logging
 import sys
 import threading
 import uuid
@@ -37,6 +38,8 @@ Timeout: TypeAlias = "float | str | timedelta | None"
 
 #: The method of distributed.as_completed that iterates its input.
 _AS_COMPLETED_UPDATE = as_completed.update.__code__
+
+logger = logging.getLogger(__name__)
 
 _installed: dict[str, bool] = {}
 _streams: dict[str, dict[str, _StreamState]] = {}
@@ -73,6 +76,27 @@ async def _install_async(client: Client) -> None:
     if not _installed.get(client.id):
         await client.register_plugin(GeneratorSchedulerPlugin(), name="daskgen")
         _setup_client(client)
+
+
+async def install_on_start(client: Client) -> None:
+    """Install daskgen as ``client`` starts: daskgen is one of the client
+    preloads (``distributed.client.preload``) of a process that imported it,
+    so an asynchronous client needs no ``await daskgen.install(client)``, and
+    the plugin is there before the client sends anything. A scheduler that
+    cannot take the plugin (daskgen not installed there) does not stop the
+    client: ``submit`` then says what to do."""
+    if _installed.get(client.id):
+        return
+    try:
+        await _compat.register_scheduler_plugin(client, GeneratorSchedulerPlugin())
+    except Exception as e:  # noqa: BLE001 - the client works without daskgen
+        logger.warning(
+            "daskgen could not install its plugins as the client started (is "
+            "daskgen installed where the scheduler runs?): %r",
+            e,
+        )
+        return
+    _setup_client(client)
 
 
 def _setup_client(client: Client) -> None:
@@ -300,7 +324,10 @@ def submit(
     if client.asynchronous and not _installed.get(client.id):
         raise InvalidStateError(
             "daskgen's plugins are not installed on this asynchronous client's "
-            "cluster yet. Run `await daskgen.install(client)` once before submitting."
+            "cluster yet: a client started after `import daskgen` installs them "
+            "as it starts, unless the config distributed.client.preload leaves "
+            "daskgen out (see the logs if installing failed). Run `await "
+            "daskgen.install(client)` once before submitting."
         )
     if not client.asynchronous:
         install(client)

@@ -10,8 +10,9 @@ import re
 import time
 import traceback
 
+import dask
 import pytest
-from distributed import Event, Future, as_completed, wait
+from distributed import Client, Event, Future, as_completed, wait
 from distributed.utils_test import async_poll_for, captured_logger, gen_cluster, inc
 
 import daskgen
@@ -536,6 +537,53 @@ async def test_dropped_items_freed_generator_completes(c, s, a, b):
     await async_poll_for(lambda: not s.extensions["daskgen"].generators, timeout=5)
     Variable("done-var").delete()
     await assert_clean(c, s, a, b)
+
+
+@gen_cluster(client=True)
+async def test_async_client_needs_no_install(c, s, a, b):
+    """A client started after `import daskgen` installs daskgen as it starts
+    (a client preload): the plugin is there before the client sends anything,
+    and no `await daskgen.install(client)` is needed."""
+    assert "daskgen" in s.plugins
+    gen = daskgen.submit(produce, 3)
+    assert [await f async for f in gen] == [0, 10, 20]
+    refs = daskgen.submit(produce, 2, num_returns=2)
+    assert await c.gather(refs) == [0, 10]
+    del gen, refs
+    await assert_clean(c, s, a, b)
+
+
+@gen_cluster(client=False)
+async def test_async_client_without_the_preload(s, a, b):
+    """A preload list of the user's own leaves daskgen out: submit says what
+    to do, and install works as before."""
+    with dask.config.set({"distributed.client.preload": []}):
+        async with Client(s.address, asynchronous=True) as c:
+            assert "daskgen" not in s.plugins
+            with pytest.raises(InvalidStateError, match="await daskgen.install"):
+                daskgen.submit(produce, 3)
+            await daskgen.install(c)
+            gen = daskgen.submit(produce, 2)
+            assert [await f async for f in gen] == [0, 10]
+            del gen
+            await assert_clean(c, s, a, b)
+
+
+@gen_cluster(client=False)
+async def test_client_starts_when_daskgen_cannot_install(s, a, b, monkeypatch):
+    """A scheduler that cannot take daskgen's plugin does not stop a client."""
+
+    async def refuse(client, plugin):
+        raise ImportError("No module named 'daskgen'")
+
+    monkeypatch.setattr(daskgen._compat, "register_scheduler_plugin", refuse)
+    with captured_logger("daskgen.client", level=logging.WARNING) as log:
+        async with Client(s.address, asynchronous=True) as c:
+            assert await c.submit(inc, 1) == 2
+            with pytest.raises(InvalidStateError, match="see the logs"):
+                daskgen.submit(produce, 3)
+    assert "could not install its plugins" in log.getvalue()
+    assert "No module named 'daskgen'" in log.getvalue()
 
 
 @gen_cluster(client=True)
