@@ -54,9 +54,10 @@ _lock = threading.Lock()
 def install(client: Client | None = None) -> Any:
     """Install daskgen's scheduler and worker plugins on ``client``'s cluster.
 
-    ``submit`` does this on first use with a synchronous client; an
-    asynchronous client must await it once (``await daskgen.install(client)``).
-    Installing twice is harmless.
+    A client started after ``import daskgen`` has done it as it started (a
+    client preload). Otherwise ``submit`` does it on first use with a
+    synchronous client, and an asynchronous client awaits it once (``await
+    daskgen.install(client)``). Installing twice is harmless.
 
     Examples
     --------
