@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import dask
 import pytest
 from distributed import Client, LocalCluster, wait
 
@@ -66,7 +67,12 @@ def cli_cluster(tmp_path):
                     stderr=subprocess.DEVNULL,
                 )
             )
-        with Client(scheduler_file=sched_file, timeout=30) as client:
+        # A client without daskgen's client preload: what the scheduler's
+        # --preload installs is tested, not what this client would.
+        with (
+            dask.config.set({"distributed.client.preload": []}),
+            Client(scheduler_file=sched_file, timeout=30) as client,
+        ):
             client.wait_for_workers(2, timeout=30)
             yield client
     finally:
