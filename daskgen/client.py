@@ -904,6 +904,15 @@ def _describe_where(w: dict[str, Any] | None, index: int) -> str:
             f"the call's generator task is processing on {w['worker']} "
             f"(run {w['attempts']} of {w['budget']})"
         )
+        status = w.get("worker_status")
+        if status == "paused":
+            run += (
+                ", and that worker is paused: its memory is above "
+                "distributed.worker.memory.pause, and a paused worker starts "
+                "no task until memory is freed"
+            )
+        elif status not in (None, "running"):
+            run += f", and that worker is {status}"
     elif w["driver"] in ("waiting", "queued", "no-worker", "released"):
         run = (
             f"the call is waiting to run ({w['driver']}; "

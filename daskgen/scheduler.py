@@ -1009,6 +1009,12 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
                 if dts is not None and dts.processing_on is not None
                 else None
             ),
+            # a paused worker starts no task: a call assigned to it waits
+            "worker_status": (
+                dts.processing_on.status.name
+                if dts is not None and dts.processing_on is not None
+                else None
+            ),
             "item": None if its is None else its.state,
             "item_on": (
                 [] if its is None else sorted(ws.address for ws in its.who_has or ())

@@ -349,6 +349,46 @@ async def test_next_timeout_and_ready(c, s, a, b):
     await assert_clean(c, s, a, b)
 
 
+def wait_for_event(name):
+    Event(name).wait()
+
+
+@gen_cluster(
+    client=True,
+    nthreads=[("", 1)],
+    config={
+        "distributed.scheduler.worker-saturation": float("inf"),
+        # the memory monitor would resume a worker paused by hand
+        "distributed.worker.memory.pause": False,
+    },
+)
+async def test_next_timeout_names_a_paused_worker(c, s, a):
+    """A call assigned to a worker that is paused (its memory is above the
+    pause threshold) waits: the timeout says so, not only 'not yielded'."""
+    from distributed.core import Status
+
+    await daskgen.install(c)
+    blocker = c.submit(wait_for_event, "unblock-paused", key="blocker")
+    gen = daskgen.submit(produce, 2)
+    key = gen.key
+    await async_poll_for(
+        lambda: key in s.tasks and s.tasks[key].state == "processing", 10
+    )
+    a.status = Status.paused
+    await async_poll_for(lambda: s.workers[a.address].status == Status.paused, 10)
+    await Event("unblock-paused").set()
+    await blocker
+    with pytest.raises(StreamTimeoutError) as info:
+        await gen.next(timeout=0.5)
+    msg = str(info.value)
+    del info  # its traceback holds the stream
+    assert "and that worker is paused" in msg, msg
+    a.status = Status.running
+    assert await c.gather([f async for f in gen]) == [0, 10]
+    del gen, blocker
+    await assert_clean(c, s, a)
+
+
 def test_next_timeout_message_states():
     """The other states a timeout's message names (the scheduler's answer,
     put into words without a cluster)."""
@@ -369,6 +409,14 @@ def test_next_timeout_message_states():
         "; the call's generator task is processing on tcp://w:1 (run 2 of 4); "
         "7 items yielded; this run has replayed 3 of them; backpressure limit 8; "
         "item 7 is waiting"
+    )
+    paused = dict(base, driver="processing", worker="tcp://w:1", run_yielded=7,
+                  worker_status="paused")  # fmt: skip
+    assert _describe_where(paused, 7) == (
+        "; the call's generator task is processing on tcp://w:1 (run 1 of 4), "
+        "and that worker is paused: its memory is above "
+        "distributed.worker.memory.pause, and a paused worker starts no task "
+        "until memory is freed; 7 items yielded; item 7 is not yielded yet"
     )
     held = dict(base, driver="memory", item="memory", item_on=["tcp://w:2"])
     assert _describe_where(held, 7) == (
