@@ -75,7 +75,7 @@ def as_array(
         The axis along which the chunks are concatenated.
     shapes, dtype : optional
         Each item's shape and the common dtype. When not given, they are read
-        on the workers by one tiny task per item (Dask places it with its item).
+        on the workers by one tiny task per item.
 
     Examples
     --------
