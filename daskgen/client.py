@@ -75,7 +75,7 @@ def install(client: Client | None = None) -> Any:
 
 async def _install_async(client: Client) -> None:
     if not _installed.get(client.id):
-        await client.register_plugin(GeneratorSchedulerPlugin(), name="daskgen")
+        await _compat.register_scheduler_plugin(client, GeneratorSchedulerPlugin())
         _setup_client(client)
 
 
@@ -86,18 +86,14 @@ async def install_on_start(client: Client) -> None:
     the plugin is there before the client sends anything. A scheduler that
     cannot take the plugin (daskgen not installed there) does not stop the
     client: ``submit`` then says what to do."""
-    if _installed.get(client.id):
-        return
     try:
-        await _compat.register_scheduler_plugin(client, GeneratorSchedulerPlugin())
+        await _install_async(client)
     except Exception as e:  # noqa: BLE001 - the client works without daskgen
         logger.warning(
             "daskgen could not install its plugins as the client started (is "
             "daskgen installed where the scheduler runs?): %r",
             e,
         )
-        return
-    _setup_client(client)
 
 
 def _setup_client(client: Client) -> None:
