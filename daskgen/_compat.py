@@ -258,3 +258,67 @@ async def future_done(fut: Any) -> Any:
     fut._bind_late()
     await fut._state.wait()
     return fut._state
+
+
+# --------------------------------------------------------------------- dashboard
+# distributed's Bokeh dashboard: these import bokeh, so only
+# daskgen.dashboard_bokeh calls them, and only on a scheduler that runs one.
+
+
+def has_bokeh_dashboard(scheduler: Any) -> bool:
+    """Whether ``scheduler`` serves the Bokeh dashboard (bokeh is installed and
+    the scheduler was started with ``dashboard=True``)."""
+    app = getattr(scheduler, "http_application", None)
+    return any(
+        "BokehTornado" in type(a).__name__ for a in getattr(app, "applications", ())
+    )
+
+
+def add_dashboard_page(
+    scheduler: Any, prefix: str, name: str, doc: Callable[[Any, Any, Any], None]
+) -> None:
+    """Serve ``doc(scheduler, extra, bokeh_document)`` at ``prefix + name`` as a
+    Bokeh application, the way ``distributed.dashboard.scheduler.connect`` serves
+    the dashboard's own pages, and list ``name`` in the navigation bar."""
+    from distributed.dashboard.core import BokehApplication
+    from distributed.dashboard.scheduler import template_variables
+    from tornado.ioloop import IOLoop
+
+    variables = template_variables(scheduler)  # memoized per scheduler
+    pages: list[str] = variables["pages"]  # shared with every page's template
+    if name not in pages:
+        pages.insert(pages.index("info") if "info" in pages else len(pages), name)
+    app = BokehApplication(
+        {"/" + name: doc}, scheduler, prefix=prefix, template_variables=variables
+    )
+    scheduler.http_application.add_application(app)
+    app.initialize(IOLoop.current())
+    app.start()
+
+
+def dashboard_template() -> Any:
+    """The Jinja template of the dashboard's plain pages (navigation bar on top)."""
+    from distributed.dashboard.components.scheduler import env
+
+    return env.get_template("simple.html")
+
+
+def dashboard_theme() -> Any:
+    from distributed.dashboard.components.scheduler import BOKEH_THEME
+
+    return BOKEH_THEME
+
+
+def add_periodic_callback(doc: Any, component: Any, interval: int) -> None:
+    """Call ``component.update()`` every ``interval`` ms while the page is open
+    (without keeping the component alive, as the dashboard's pages do)."""
+    from distributed.dashboard.components import add_periodic_callback as add
+
+    add(doc, component, interval)
+
+
+def update_source(source: Any, data: dict[str, list[Any]]) -> None:
+    """Set a ColumnDataSource's data, skipping an update that changes nothing."""
+    from distributed.dashboard.utils import update
+
+    update(source, data)

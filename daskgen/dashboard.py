@@ -5,8 +5,12 @@ When daskgen's scheduler plugin starts (on the first ``daskgen.submit``, on
 calls :func:`install`, which adds to the scheduler's HTTP server (the one that
 serves the Dask dashboard, port 8787 by default):
 
+``/generators``
+    The Generators page of the Dask dashboard, in its navigation bar (a Bokeh
+    application: :mod:`daskgen.dashboard_bokeh`), if the scheduler runs the
+    Bokeh dashboard (bokeh installed, ``dashboard=True``).
 ``/daskgen``
-    A page with one row per generator call: the live ones and the last
+    A plain page that needs no bokeh, with one row per generator call: the live ones and the last
     ``daskgen.history`` (300) finished ones. It refreshes itself every second.
 ``/daskgen/api/v1/generators``
     The same data as JSON: ``{"installed": true, "generators": [...], ...}``,
@@ -73,6 +77,7 @@ from typing import TYPE_CHECKING, Any
 import dask.config
 from distributed.http.utils import RequestHandler
 
+from daskgen import _compat
 from daskgen.scheduler import PLUGIN_NAME, STATES
 
 if TYPE_CHECKING:
@@ -132,6 +137,22 @@ def install(scheduler: Any, plugin: GeneratorSchedulerPlugin) -> None:
         _add_routes(scheduler)
     except Exception:  # pragma: no cover - an unexpected tornado/distributed change
         logger.warning("daskgen: /daskgen dashboard page not added", exc_info=True)
+    try:
+        _add_bokeh_page(scheduler)
+    except Exception:  # pragma: no cover - an unexpected bokeh/distributed change
+        logger.warning(
+            "daskgen: Generators page not added to the Dask dashboard", exc_info=True
+        )
+
+
+def _add_bokeh_page(scheduler: Any) -> None:
+    """The Generators page in the Dask dashboard, if the scheduler runs one."""
+    app = getattr(scheduler, "http_application", None)
+    if app is None or not _compat.has_bokeh_dashboard(scheduler):
+        return  # no bokeh, or dashboard=False: then bokeh need not be importable
+    from daskgen import dashboard_bokeh
+
+    dashboard_bokeh.register(scheduler, _http_prefix(app))
 
 
 def _add_routes(scheduler: Any) -> None:
@@ -263,7 +284,8 @@ def snapshot(server: Any, limit: int | None = None) -> dict[str, Any]:
     dict
         ``installed``, ``scheduler`` (address), ``time``, ``total`` (number of
         rows before ``limit``), ``counts`` (rows by state), ``totals`` (the
-        plugin's counters) and ``generators`` (the rows).
+        plugin's counters), ``workers`` (bytes the items in memory hold, per
+        worker: :func:`worker_bytes`) and ``generators`` (the rows).
     """
     plugin = _plugin_of(server)
     data = rows(plugin) if plugin is not None else []
@@ -277,8 +299,25 @@ def snapshot(server: Any, limit: int | None = None) -> dict[str, Any]:
         "total": len(data),
         "counts": counts,
         "totals": _totals(plugin) if plugin is not None else {},
+        "workers": worker_bytes(server, plugin) if plugin is not None else {},
         "generators": data if limit is None else data[:limit],
     }
+
+
+def worker_bytes(server: Any, plugin: GeneratorSchedulerPlugin) -> dict[str, int]:
+    """Bytes held by the items in memory of the calls the scheduler has, per worker.
+
+    Every worker of the cluster is listed, with 0 if it holds no item.
+    """
+    prefixes = {g.prefix for g in list(plugin.generators.values())}
+    out: dict[str, int] = {}
+    for address, ws in list(getattr(server, "workers", {}).items()):
+        out[address] = sum(
+            ts.nbytes
+            for ts in list(ws.has_what)
+            if isinstance(ts.key, tuple) and ts.key[0] in prefixes and ts.nbytes > 0
+        )
+    return out
 
 
 def _totals(plugin: GeneratorSchedulerPlugin) -> dict[str, float]:

@@ -75,6 +75,7 @@ class GenState:
     paused_since: float | None = None
     paused_total: float = 0.0
     error: str | None = None
+    raised: bool = False  # the last run raised: a stream ends with an error item
     ended: bool = False
     declared: int = 0  # static items created so far
     _spec: Any = None
@@ -509,6 +510,7 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         # delivered (a re-run may fail before it caught up with an earlier one).
         count = max(count, g.produced)
         g.final = count + 1
+        g.raised = True
         key = g.item_key(count)
         if key not in s.tasks and not g.abandoned:
             spec = _compat.Task(key, _raise_error, _compat.TaskRef(dts.key), error)
@@ -830,7 +832,9 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
             self._end_pause(g, now)
             g.stopped = now
             if finish == "memory":
-                g.state = "finished"
+                # A stream whose generator raised ends "memory": its error is
+                # its last item.
+                g.state = "erred" if g.raised else "finished"
             else:
                 g.state = "cancelled" if g.cancelled else "erred"
                 g.error = g.error or _error_text(dts, kw)

@@ -167,17 +167,11 @@ async def test_page_static_and_erred(c, s, a, b):
     assert rows["produce"]["mode"] == "static"
     assert rows["produce"]["num_returns"] == 3
     assert rows["produce"]["yielded"] == 3
-    # A streaming call's error is its last item; the call itself ends normally.
-    await async_poll_for(
-        lambda: all(
-            g.state not in ("running", "waiting")
-            for g in s.extensions["daskgen"].generators.values()
-        ),
-        timeout=10,
-    )
-    row = await get_row(s, rows["boom"]["gen_id"])
+    # A streaming call's error is its last item, and the call shows as erred.
+    row = await poll_row(s, rows["boom"]["gen_id"], state="erred")
     assert row["yielded"] == 3
     assert "boom after yields" in (row["error"] or "")
+    assert data["counts"]["finished"] == 1
 
     page = (await fetch(s, "/daskgen/")).body.decode()  # trailing slash
     assert '<td class="mode">static (3)</td>' in page
@@ -261,7 +255,7 @@ async def test_routes_from_config_and_prefix():
 @gen_test()
 async def test_prefix_without_config():
     async with Scheduler(
-        dashboard_address=":0", http_prefix="/dask", validate=True
+        dashboard=True, dashboard_address=":0", http_prefix="/dask", validate=True
     ) as s:
         await s.register_scheduler_plugin(
             daskgen.GeneratorSchedulerPlugin(), name="daskgen", idempotent=True
@@ -270,6 +264,9 @@ async def test_prefix_without_config():
         assert data["installed"] is True
         page = (await fetch(s, "/dask/daskgen")).body.decode()
         assert 'href="status"' in page
+        # The Dask dashboard's Generators page, under the prefix too.
+        page = (await fetch(s, "/dask/generators")).body.decode()
+        assert "Bokeh.embed" in page and 'href="generators"' in page
 
 
 _SETUP_BROKEN = "idempotent" not in inspect.getsource(daskgen.dask_setup)
@@ -467,6 +464,73 @@ def test_progress_sync(client, capsys):
         progress([daskgen.submit(produce, 1, client=client), refs[0]])
 
 
+# ------------------------------------------------- the Dask dashboard's page
+
+
+@gen_cluster(client=True, scheduler_kwargs=DASHBOARD)
+async def test_generators_page_in_dask_dashboard(c, s, a, b):
+    pytest.importorskip("bokeh")
+    from daskgen.dashboard_bokeh import GeneratorsPage
+
+    await daskgen.install(c)
+    # In the navigation bar of the dashboard's own pages, before Info.
+    status = (await fetch(s, "/status")).body.decode()
+    assert status.index('href="generators"') < status.index('href="info"')
+    # A Bokeh page (its plots come over the session's websocket).
+    page = (await fetch(s, "/generators")).body.decode()
+    assert "Bokeh.embed" in page and 'href="generators"' in page
+
+    refs = daskgen.submit(produce, 3, num_returns=3, workers=[a.address])
+    assert await c.gather(refs) == [0, 10, 20]
+    gen = daskgen.submit(boom, 2, workers=[b.address])
+    futs = [f async for f in gen]
+    with pytest.raises(ZeroDivisionError):
+        await futs[-1]
+    ext = s.extensions["daskgen"]
+    await async_poll_for(
+        lambda: (
+            sorted(g.state for g in ext.generators.values()) == ["erred", "finished"]
+        ),
+        timeout=10,
+    )
+
+    comp = GeneratorsPage(s)
+    comp.update()
+    data = comp.progress_source.data
+    bars = dict(zip(data["label"], data["state"], strict=True))
+    assert sorted(bars.values()) == ["erred", "finished"]
+    static = data["label"].index(next(k for k in bars if k.startswith("produce")))
+    assert (data["yielded"][static], data["total"][static]) == (3, 3)
+    assert comp.progress.y_range.factors == data["label"][::-1]
+    # The bytes per worker: the static items are on a, the stream's on b.
+    data = comp.workers_source.data
+    held = dict(zip(data["worker"], data["bytes"], strict=True))
+    assert held[a.address] == sum(a.state.tasks[r.key].nbytes for r in refs)
+    assert held[b.address] > 0
+    assert "data-state='erred'" in comp.table.text
+    assert "ZeroDivisionError: boom after yields" in comp.table.text
+    assert "1 erred" in comp.summary.text and "1 finished" in comp.summary.text
+
+    # Throughput: one sample per update after the first.
+    assert comp.rate_source.data["rate"] == []
+    more = daskgen.submit(produce, 4, num_returns=4)
+    await c.gather(more)
+    comp.update()
+    (rate,) = comp.rate_source.data["rate"]
+    assert rate > 0
+    del refs, more, gen, futs
+
+
+@gen_cluster(client=True)
+async def test_no_generators_page_without_dashboard(c, s, a, b):
+    await daskgen.install(c)
+    assert not dashboard._compat.has_bokeh_dashboard(s)
+    assert (await fetch(s, "/daskgen")).code == 200
+    with pytest.raises(HTTPClientError) as e:
+        await fetch(s, "/generators")
+    assert e.value.code == 404
+
+
 # ------------------------------------------------------------------ browser
 
 
@@ -488,6 +552,19 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+def _assert_counts_up(page: Any, selector: str) -> None:
+    """The number in ``selector`` appears, then grows while the page is open."""
+    cell = page.locator(selector)  # a locator sees into Bokeh's shadow DOM
+    cell.wait_for(timeout=10_000)
+    deadline = time.monotonic() + 10
+    while (first := int(cell.inner_text())) == 0:
+        assert time.monotonic() < deadline, f"{selector} stays 0"
+        time.sleep(0.1)
+    time.sleep(2.5)
+    second = int(cell.inner_text())
+    assert second > first, (selector, first, second)
 
 
 @pytest.mark.slow
@@ -518,31 +595,41 @@ def test_browser_page_updates():
         gen_id = gen._state.gen_id
         done = daskgen.submit(produce, 2, num_returns=2, client=client)
         assert client.gather(done) == [0, 10]
+        failed = daskgen.submit(boom, 2, client=client)
+        with pytest.raises(ZeroDivisionError):
+            client.gather(list(failed))
+        failed_id = failed._state.gen_id
         base = cluster.dashboard_link.rsplit("/", 1)[0]
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
             try:
-                page = browser.new_page(viewport={"width": 1400, "height": 500})
+                page = browser.new_page(viewport={"width": 1400, "height": 900})
+                # daskgen's plain page
                 page.goto(f"{base}/daskgen")
-                cell = page.locator(f'tr[data-gen-id="{gen_id}"] td.yielded')
-                cell.wait_for(timeout=10_000)
-                page.wait_for_function(
-                    "(sel) => +document.querySelector(sel).textContent > 0",
-                    arg=f'tr[data-gen-id="{gen_id}"] td.yielded',
-                    timeout=10_000,
-                )
-                first = int(cell.inner_text())
-                time.sleep(2.5)
-                second = int(cell.inner_text())
-                assert second > first, (first, second)
+                _assert_counts_up(page, f'tr[data-gen-id="{gen_id}"] td.yielded')
                 row = page.locator(f"#gen-{gen_id}")
                 assert row.get_attribute("data-state") == "running"
                 assert row.locator("td.name").inner_text() == "produce"
                 assert "Dask dashboard" in page.locator("header a").first.inner_text()
-                assert page.locator("tr[data-gen-id]").count() == 2
+                assert page.locator("tr[data-gen-id]").count() == 3
                 ARTIFACTS.mkdir(exist_ok=True)
                 page.screenshot(
                     path=str(ARTIFACTS / "daskgen-page.png"), full_page=True
+                )
+
+                # The Generators page of the Dask dashboard, from its navigation.
+                page.goto(f"{base}/status")
+                page.get_by_role("link", name="Generators", exact=True).click()
+                page.wait_for_url("**/generators")
+                _assert_counts_up(page, f"tr[data-gen-id='{gen_id}'] td.yielded")
+                state = page.locator(f"tr[data-gen-id='{failed_id}']")
+                assert state.get_attribute("data-state") == "erred"
+                assert "boom after yields" in state.locator("td.error").inner_text()
+                assert page.locator("tr[data-gen-id]").count() == 3
+                # progress, throughput and bytes per worker: three plots
+                assert page.locator("canvas").count() >= 3
+                page.screenshot(
+                    path=str(ARTIFACTS / "generators-page.png"), full_page=True
                 )
             finally:
                 browser.close()
