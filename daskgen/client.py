@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import builtins
 import contextlib
 import copy
 import functools
@@ -22,7 +21,7 @@ from dask.base import annotate
 from dask.utils import funcname, parse_timedelta
 from distributed import Client, Future, KilledWorker, as_completed, get_client
 
-from daskgen import _compat, _config
+from daskgen import _compat, _config, _console
 from daskgen.exceptions import (
     DaskgenError,
     GeneratorCancelledError,
@@ -104,6 +103,8 @@ def _setup_client(client: Client) -> None:
         client, "daskgen-rejected", functools.partial(_rejected, client)
     )
     client.subscribe_topic(f"daskgen-print-{client.id}", _print_event)
+    # Guard the console now, before a task's line can arrive mid-line.
+    _console.install()
     _compat.wrap_task_erred(client, functools.partial(_reword_killed, client.id))
     _installed[client.id] = True
 
@@ -139,8 +140,12 @@ def _rejected(client: Client, prefix: str, n: int, name: str) -> None:
 def _print_event(event: tuple[float, dict[str, Any]]) -> None:
     _, msg = event
     prefix = f"({msg['name']} pid={msg['pid']}) "
-    text = "".join(prefix + line for line in msg["text"].splitlines(keepends=True))
-    builtins.print(text, end="", file=sys.stderr if msg.get("stderr") else sys.stdout)
+    lines = msg["text"].splitlines(keepends=True)
+    text = "".join(prefix + line for line in lines)
+    if not text.endswith("\n"):
+        text += "\n"  # print(..., end="") in a task: still a line of its own
+    # Between the caller's own lines, never inside one.
+    _console.emit(text, stderr=bool(msg.get("stderr")))
 
 
 def _default_client() -> Client:

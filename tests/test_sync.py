@@ -9,7 +9,7 @@ import time
 
 import pytest
 from _diag import scheduler_states  # tests/ is on sys.path
-from distributed import Future, as_completed, wait
+from distributed import Client, Future, as_completed, wait
 
 import daskgen
 from daskgen.exceptions import InvalidStateError, StreamTimeoutError
@@ -257,3 +257,70 @@ def test_static_last_item_never_lost(client):
             ) from None
         assert refs[-1].result() == 9990
         del refs
+
+
+class _Slow:
+    """Prints as "line", slowly: the built-in print writes its arguments one by
+    one, so a line written from another thread meanwhile would split it."""
+
+    def __str__(self) -> str:
+        time.sleep(0.002)
+        return "line"
+
+
+def chatty(n):
+    for i in range(n):
+        daskgen.print("daskgen line", i)
+        time.sleep(0.002)
+        yield i
+
+
+def test_print_lines_never_split_the_callers(client, capsys):
+    # A client started while the caller's stdout is the one it prints to (the
+    # fixture's client started before capsys replaced sys.stdout).
+    with Client(client.scheduler.address) as caller:
+        _print_alongside(caller, capsys)
+
+
+def _print_alongside(client, capsys):
+    n = 300
+    refs = daskgen.submit(chatty, n, num_returns=n, client=client)
+    out, i = [], 0
+    deadline = time.monotonic() + 60
+    while f"daskgen line {n - 1}\n" not in "".join(out):
+        assert time.monotonic() < deadline, "".join(out)[-2000:]
+        for _ in range(20):
+            print("caller", _Slow(), i)
+            i += 1
+        out.append(capsys.readouterr().out)
+    lines = "".join(out).splitlines()
+    ours = [line for line in lines if not line.startswith("caller")]
+    assert [line for line in lines if line.startswith("caller")] == [
+        f"caller line {k}" for k in range(i)
+    ]
+    assert len(ours) == n
+    for k, line in enumerate(ours):
+        assert line.startswith("(chatty pid=") and line.endswith(f") daskgen line {k}")
+    del refs
+
+
+def test_print_waits_for_an_open_line_then_ends_it(monkeypatch):
+    import io
+
+    from daskgen import _console
+
+    monkeypatch.setattr(_console, "STALE", 0.2)
+    buf = io.StringIO()
+    guard = _console.LineGuard(buf)
+    guard.write("caller ")
+    guard.emit("(f pid=1) one\n")
+    assert buf.getvalue() == "caller "  # held while the caller's line is open
+    guard.write("line\n")
+    assert buf.getvalue() == "caller line\n(f pid=1) one\n"
+    guard.emit("(f pid=1) two\n")  # between lines: at once
+    assert buf.getvalue().endswith("line\n(f pid=1) one\n(f pid=1) two\n")
+    guard.write("working...")  # left open: after STALE, on a line of its own
+    guard.emit("(f pid=1) three\n")
+    time.sleep(0.5)
+    assert buf.getvalue().endswith("working...\n(f pid=1) three\n")
+    assert guard.getvalue() == buf.getvalue()  # everything else is the stream's
