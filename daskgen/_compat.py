@@ -31,8 +31,10 @@ __all__ = [
     "free_local",
     "held_nbytes",
     "future_state",
+    "gather",
     "register_client_handler",
     "register_scheduler_plugin",
+    "set_retries",
     "set_suspicious",
     "store_local",
     "worker_task_state",
@@ -159,6 +161,11 @@ def set_suspicious(ts: TaskState, value: int) -> None:
 # ------------------------------------------------------------------------ worker
 
 
+def set_retries(ts: TaskState, value: int) -> None:
+    """How many more times Dask re-runs the task when it errs."""
+    ts.retries = value
+
+
 def store_local(worker: Worker, data: dict[Any, Any], stimulus_id: str) -> None:
     """Put values into the worker's data without a copy (scatter's local path)."""
     worker.update_data(data, stimulus_id=stimulus_id)
@@ -229,6 +236,11 @@ def wrap_task_erred(
         return orig(key=key, exception=exception, traceback=traceback)
 
     handlers["task-erred"] = handler
+
+
+def gather(client: Client, futures: list[Any], timeout: float | None) -> Any:
+    """``client.gather(futures)`` with a timeout (which Client.gather lacks)."""
+    return client.sync(client._gather, futures, callback_timeout=timeout)
 
 
 def fail_future(client: Client, key: Any, exc: BaseException) -> None:

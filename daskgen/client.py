@@ -20,8 +20,10 @@ from typing import Any, Literal, TypeAlias
 from dask.base import annotate
 from dask.utils import funcname, parse_timedelta
 from distributed import Client, Future, KilledWorker, as_completed, get_client
+from distributed.utils import log_errors
 
 from daskgen import _compat, _config, _console
+from daskgen._core import ANNOTATION, PLUGIN_NAME, CallSpec, Mode, Op, print_topic
 from daskgen.exceptions import (
     DaskgenError,
     GeneratorCancelledError,
@@ -29,7 +31,7 @@ from daskgen.exceptions import (
     StreamTimeoutError,
     killed_error,
 )
-from daskgen.scheduler import ANNOTATION, GeneratorSchedulerPlugin, _completed
+from daskgen.scheduler import GeneratorSchedulerPlugin, _completed
 from daskgen.worker import run_driver
 
 NumReturns: TypeAlias = "int | Literal['streaming', 'dynamic'] | None"
@@ -40,11 +42,60 @@ _AS_COMPLETED_UPDATE = as_completed.update.__code__
 
 logger = logging.getLogger(__name__)
 
-_installed: dict[str, bool] = {}
-_streams: dict[str, dict[str, _StreamState]] = {}
-#: Plain functions submitted through daskgen, per client: key -> (name, max_retries)
-_plain: dict[str, dict[Any, tuple[str, int]]] = {}
-_lock = threading.Lock()
+
+class ClientExtension:
+    """What daskgen keeps for one client: ``client.extensions["daskgen"]``.
+
+    Set up by :func:`install` (or as the client starts); its presence means
+    daskgen's plugins are installed on the client's cluster.
+    """
+
+    def __init__(self, client: Client) -> None:
+        self.client_id = client.id
+        #: The calls whose handle is alive and that have not ended: gen_id -> state.
+        self.streams: dict[str, _StreamState] = {}
+        #: Plain functions submitted through daskgen: key -> (name, max_retries).
+        self.plain: dict[Any, tuple[str, int]] = {}
+        self.lock = threading.Lock()
+
+    def add_stream(self, state: _StreamState) -> None:
+        with self.lock:
+            self.streams[state.gen_id] = state
+
+    def forget_stream(self, state: _StreamState) -> None:
+        with self.lock:
+            if self.streams.get(state.gen_id) is state:
+                del self.streams[state.gen_id]
+
+    def add_plain(self, fut: Future[Any], name: str, max_retries: int) -> None:
+        self.plain[fut.key] = (name, max_retries)
+        weakref.finalize(fut, self.plain.pop, fut.key, None)
+
+    def handle_items(self, gen_id: str, produced: int, end: str | None = None) -> None:
+        """``daskgen-items`` from the scheduler: a stream's items up to
+        ``produced`` exist, or (``end``) the call ended."""
+        state = self.streams.get(gen_id)
+        if state is not None:
+            state.on_items(produced, end)
+
+    def reword_killed(self, key: Any, exc: BaseException) -> Any:
+        """Dask's KilledWorker for a plain function submitted through daskgen
+        counts the cluster's allowed-failures; say what max_retries allowed."""
+        info = self.plain.get(key)
+        if (
+            info is None
+            or not isinstance(exc, KilledWorker)
+            or isinstance(exc, DaskgenError)
+        ):
+            return None
+        name, max_retries = info
+        worker = getattr(getattr(exc, "last_worker", None), "address", None)
+        return killed_error(name, key, max_retries + 1, max_retries, worker)
+
+
+def _extension(client: Client) -> ClientExtension | None:
+    ext = client.extensions.get(PLUGIN_NAME)
+    return ext if isinstance(ext, ClientExtension) else None
 
 
 # ----------------------------------------------------------------- installation
@@ -66,14 +117,14 @@ def install(client: Client | None = None) -> Any:
     client = client or _default_client()
     if client.asynchronous:
         return _install_async(client)
-    if not _installed.get(client.id):
-        client.register_plugin(GeneratorSchedulerPlugin(), name="daskgen")
+    if _extension(client) is None:
+        client.register_plugin(GeneratorSchedulerPlugin(), name=PLUGIN_NAME)
         _setup_client(client)
     return None
 
 
 async def _install_async(client: Client) -> None:
-    if not _installed.get(client.id):
+    if _extension(client) is None:
         await _compat.register_scheduler_plugin(client, GeneratorSchedulerPlugin())
         _setup_client(client)
 
@@ -96,32 +147,16 @@ async def install_on_start(client: Client) -> None:
 
 
 def _setup_client(client: Client) -> None:
+    ext = ClientExtension(client)
+    _compat.register_client_handler(client, Op.ITEMS, log_errors(ext.handle_items))
     _compat.register_client_handler(
-        client, "daskgen-items", _make_items_handler(client)
+        client, Op.REJECTED, log_errors(functools.partial(_rejected, client))
     )
-    _compat.register_client_handler(
-        client, "daskgen-rejected", functools.partial(_rejected, client)
-    )
-    client.subscribe_topic(f"daskgen-print-{client.id}", _print_event)
+    client.subscribe_topic(print_topic(client.id), _print_event)
     # Guard the console now, before a task's line can arrive mid-line.
     _console.install()
-    _compat.wrap_task_erred(client, functools.partial(_reword_killed, client.id))
-    _installed[client.id] = True
-
-
-def _reword_killed(client_id: str, key: Any, exc: BaseException) -> Any:
-    """Dask's KilledWorker for a plain function submitted through daskgen
-    counts the cluster's allowed-failures; say what max_retries allowed."""
-    info = _plain.get(client_id, {}).get(key)
-    if (
-        info is None
-        or not isinstance(exc, KilledWorker)
-        or isinstance(exc, DaskgenError)
-    ):
-        return None
-    name, max_retries = info
-    worker = getattr(getattr(exc, "last_worker", None), "address", None)
-    return killed_error(name, key, max_retries + 1, max_retries, worker)
+    _compat.wrap_task_erred(client, ext.reword_killed)
+    client.extensions[PLUGIN_NAME] = ext
 
 
 def _rejected(client: Client, prefix: str, n: int, name: str) -> None:
@@ -182,7 +217,7 @@ def _check(
     backpressure: Any,
     max_retries: Any,
     retry_exceptions: Any,
-) -> str:
+) -> Mode:
     """Validate the options of a call; return its mode."""
     if not callable(func):
         raise TypeError(
@@ -207,13 +242,13 @@ def _check(
             "num_returns=N if it returns a sequence of N values."
         )
     mode = (
-        "streaming"
+        Mode.STREAMING
         if num_returns in (None, "streaming") and is_gen
-        else "dynamic"
+        else Mode.DYNAMIC
         if num_returns == "dynamic"
-        else "plain"
+        else Mode.PLAIN
         if num_returns is None
-        else "static"
+        else Mode.STATIC
     )
     if backpressure is not None:
         if (
@@ -226,7 +261,7 @@ def _check(
                 "the generator may run ahead of the consumer, an int >= 1, e.g. "
                 "backpressure=4."
             )
-        if mode != "streaming":
+        if mode is not Mode.STREAMING:
             raise ValueError(
                 "backpressure only applies to streaming calls (a generator function "
                 f"with num_returns=None or 'streaming'), not num_returns={num_returns!r}: "
@@ -323,7 +358,7 @@ def submit(
     mode = _check(func, num_returns, backpressure, max_retries, retry_exceptions)
     client = client or _default_client()
     max_retries = _config.get("max-retries", max_retries)
-    if client.asynchronous and not _installed.get(client.id):
+    if client.asynchronous and _extension(client) is None:
         raise InvalidStateError(
             "daskgen's plugins are not installed on this asynchronous client's "
             "cluster yet: a client started after `import daskgen` installs them "
@@ -342,18 +377,21 @@ def submit(
     end_key = f"{prefix}-completed" if key else f"{name}-completed-{token}"
     gen_id = token
     n = num_returns if isinstance(num_returns, int) else None
-    meta = {
-        "gen_id": gen_id,
-        "prefix": prefix,
-        "mode": mode,
-        "num_returns": n,
-        "backpressure": backpressure,
-        "max_retries": max_retries,
-        "name": name,
-        "client": client.id,
-    }
-    if mode in ("streaming", "dynamic"):
-        meta["end"] = end_key
+    has_end = mode in (Mode.STREAMING, Mode.DYNAMIC)
+    spec = CallSpec(
+        gen_id=gen_id,
+        prefix=prefix,
+        mode=mode,
+        name=name,
+        client=client.id,
+        max_retries=max_retries,
+        num_returns=n,
+        backpressure=backpressure,
+        end_key=end_key if has_end else None,
+        retry_exceptions=_retry_spec(retry_exceptions),
+    )
+    ext = _extension(client)
+    assert ext is not None
     submit_kwargs: dict[str, Any] = dict(
         workers=workers,
         resources=resources,
@@ -361,8 +399,8 @@ def submit(
         allow_other_workers=allow_other_workers,
         pure=False,
     )
-    if mode == "plain":
-        with annotate(**{ANNOTATION: meta}):
+    if mode is Mode.PLAIN:
+        with annotate(**{ANNOTATION: spec.to_annotation()}):
             fut = client.submit(
                 func,
                 *args,
@@ -371,26 +409,23 @@ def submit(
                 **submit_kwargs,
                 **kwargs,
             )
-        _plain.setdefault(client.id, {})[fut.key] = (name, max_retries)
-        weakref.finalize(fut, _plain[client.id].pop, fut.key, None)
+        ext.add_plain(fut, name, max_retries)
         return fut
-    task_meta = dict(meta, retry_exceptions=_retry_spec(retry_exceptions))
     state = None
-    if mode in ("streaming", "dynamic"):
+    if has_end:
         state = _StreamState(client, gen_id, prefix)
-        with _lock:
-            _streams.setdefault(client.id, {})[gen_id] = state
-    with annotate(**{ANNOTATION: meta}):
+        ext.add_stream(state)
+    with annotate(**{ANNOTATION: spec.to_annotation()}):
         driver = client.submit(
             run_driver,
             func,
             list(args),
             kwargs,
-            task_meta,
+            spec,
             key=driver_key,
             **submit_kwargs,
         )
-    if mode in ("streaming", "dynamic"):
+    if has_end:
         assert state is not None
         # The caller holds the call's end marker, a task that depends on the
         # driver, never the driver itself: so a finished driver is released
@@ -404,7 +439,7 @@ def submit(
                 _end_with_driver, _compat.future_state(driver), state
             )
         del driver
-        if mode == "streaming":
+        if mode is Mode.STREAMING:
             return FutureGenerator(state, end, name, driver_key, backpressure)
         return DynamicFuture(end_key, client, stream=state, _end=end)
     assert n is not None
@@ -412,7 +447,7 @@ def submit(
         _compat.send_to_scheduler(
             client,
             {
-                "op": "daskgen-declare",
+                "op": Op.DECLARE,
                 "gen_id": gen_id,
                 # for an error if the scheduler rejected the call's graph
                 "driver": driver_key,
@@ -421,7 +456,7 @@ def submit(
                 "name": name,
             },
         )
-    items: list[Future[Any]] = [Future((prefix, i), client) for i in range(n)]
+    items: list[Future[Any]] = [Future(spec.item_key(i), client) for i in range(n)]
     del driver  # the scheduler keeps the driver running for us
     if n == 0:
         return None
@@ -574,10 +609,9 @@ class _StreamState:
             self.changed.set()
 
     def forget(self) -> None:
-        with _lock:
-            streams = _streams.get(self.client.id)
-            if streams is not None and streams.get(self.gen_id) is self:
-                del streams[self.gen_id]
+        ext = _extension(self.client)
+        if ext is not None:
+            ext.forget_stream(self)
 
     def release_untaken(self) -> None:
         """Free the items no ``next`` can hand out any more (the stream was
@@ -591,20 +625,8 @@ class _StreamState:
         self.driver = None
         if self.end is None and self.client.status == "running":
             _compat.send_to_scheduler(
-                self.client, {"op": "daskgen-abandon", "gen_id": self.gen_id}
+                self.client, {"op": Op.ABANDON, "gen_id": self.gen_id}
             )
-
-
-def _make_items_handler(client: Client) -> Callable[..., None]:
-    cid = client.id
-
-    def handler(gen_id: str, produced: int, end: str | None = None) -> None:
-        state = _streams.get(cid, {}).get(gen_id)
-        if state is None:
-            return
-        state.on_items(produced, end)
-
-    return handler
 
 
 # --------------------------------------------------------------- FutureGenerator
@@ -671,6 +693,25 @@ class FutureGenerator:
     def status(self) -> StreamStatus:
         return self._status
 
+    @property
+    def name(self) -> str:
+        """The generator function's name."""
+        return self._name
+
+    @property
+    def client(self) -> Client:
+        return self._client
+
+    @property
+    def taken(self) -> int:
+        """How many items ``next()`` has handed out."""
+        return self._index
+
+    @property
+    def call(self) -> _StreamState:
+        """The call's client-side state (what daskgen's own tools read)."""
+        return self._state
+
     def completed(self) -> Future[Any]:
         """A Future that is done when the generator task has ended.
 
@@ -713,7 +754,7 @@ class FutureGenerator:
         if self._status is StreamStatus.running:
             self._status = StreamStatus.cancelled
             _compat.send_to_scheduler(
-                self._client, {"op": "daskgen-cancel", "gen_id": self._state.gen_id}
+                self._client, {"op": Op.CANCEL, "gen_id": self._state.gen_id}
             )
             # On the event loop, where the items' Futures are made.
             loop = self._client.loop
@@ -831,7 +872,9 @@ class FutureGenerator:
         scheduler: Any = self._client.scheduler
         try:
             w = await asyncio.wait_for(
-                scheduler.daskgen_where(gen_id=self._state.gen_id, index=self._index),
+                getattr(scheduler, Op.WHERE)(
+                    gen_id=self._state.gen_id, index=self._index
+                ),
                 5,
             )
         except Exception:  # noqa: BLE001 - the message is a courtesy
@@ -855,7 +898,7 @@ class FutureGenerator:
             _compat.send_to_scheduler(
                 self._client,
                 {
-                    "op": "daskgen-take",
+                    "op": Op.TAKE,
                     "gen_id": self._state.gen_id,
                     "taken": self._index,
                 },
@@ -1002,6 +1045,11 @@ class DynamicFuture(Future):  # type: ignore[type-arg]  # Future is generic only
         # Dropped: free the items the stream state holds for it.
         weakref.finalize(self, stream.abandon)
 
+    @property
+    def call(self) -> _StreamState:
+        """The call's client-side state (what daskgen's own tools read)."""
+        return self._stream
+
     def result(self, timeout: Timeout = None) -> Any:
         """The list of item Futures (waits for the generator to end)."""
         return self.client.sync(self._items, callback_timeout=parse_timedelta(timeout))
@@ -1032,7 +1080,7 @@ class DynamicFuture(Future):  # type: ignore[type-arg]  # Future is generic only
     def cancel(self, reason: Any = None, msg: Any = None, **kwargs: Any) -> Any:
         """Stop the generator at its next yield."""
         _compat.send_to_scheduler(
-            self.client, {"op": "daskgen-cancel", "gen_id": self._stream.gen_id}
+            self.client, {"op": Op.CANCEL, "gen_id": self._stream.gen_id}
         )
         return None
 

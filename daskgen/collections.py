@@ -29,7 +29,7 @@ def _futures(items: Any, what: str) -> list[Future[Any]]:
     if isinstance(items, DynamicFuture):
         items = items.result()
     elif isinstance(items, FutureGenerator):
-        if not items.is_finished() and items._state.end is None:
+        if not items.is_finished() and items.call.end is None:
             raise InvalidStateError(
                 f"{what} needs every item, and this stream has not ended. Wait for "
                 "it (`gen.completed().result()`) or pass the list of Futures you "

@@ -78,7 +78,7 @@ import dask.config
 from distributed.http.utils import RequestHandler
 
 from daskgen import _compat
-from daskgen.scheduler import PLUGIN_NAME, STATES
+from daskgen._core import ENDED, PLUGIN_NAME, State
 
 if TYPE_CHECKING:
     from daskgen.scheduler import GeneratorSchedulerPlugin
@@ -97,7 +97,7 @@ __all__ = [
 PAGE_PATH = "daskgen"
 API_PATH = "daskgen/api/v1/generators"
 
-_ENDED = ("finished", "erred", "cancelled")
+_ENDED = tuple(st.value for st in ENDED)
 
 #: Most rows the page shows (the JSON endpoint returns all unless ``?limit=``).
 PAGE_ROWS = 1000
@@ -289,7 +289,7 @@ def snapshot(server: Any, limit: int | None = None) -> dict[str, Any]:
     """
     plugin = _plugin_of(server)
     data = rows(plugin) if plugin is not None else []
-    counts = dict.fromkeys(STATES, 0)
+    counts = dict.fromkeys((st.value for st in State), 0)
     for r in data:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
     return {
@@ -707,7 +707,7 @@ class _Collector:
         def name(n: str) -> str:
             return "_".join(p for p in (ns, "daskgen", n) if p)
 
-        counts = dict.fromkeys(STATES, 0)
+        counts = dict.fromkeys((st.value for st in State), 0)
         totals: dict[str, float] = dict.fromkeys(
             ("items", "bytes", "pauses", "paused_seconds"), 0
         )

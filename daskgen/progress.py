@@ -134,7 +134,7 @@ class _StreamTracker(_Tracker):
         for s, handle in self.streams:
             if isinstance(handle, FutureGenerator):
                 part = (
-                    f"{handle._name}: {s.produced} items yielded, {handle._index} taken"
+                    f"{handle.name}: {s.produced} items yielded, {handle.taken} taken"
                 )
             else:
                 part = f"{handle.key}: {s.produced} items yielded"
@@ -194,12 +194,7 @@ def _tracker(x: Any) -> _Tracker:
     items: list[Any] = list(x) if isinstance(x, (list, tuple, set)) else [x]
     streamlike = (FutureGenerator, DynamicFuture)
     if items and all(isinstance(i, streamlike) for i in items):
-        return _StreamTracker(
-            [
-                (i._state if isinstance(i, FutureGenerator) else i._stream, i)
-                for i in items
-            ]
-        )
+        return _StreamTracker([(i.call, i) for i in items])
     if any(isinstance(i, FutureGenerator) for i in items):
         raise TypeError(
             "progress() takes a FutureGenerator, a DynamicFuture, a list of "

@@ -19,8 +19,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.protocol import pickle as _pickle
+from distributed.utils import log_errors
 
-from daskgen import _compat, _config
+from daskgen import _compat, _config, _rules, dashboard
+from daskgen._core import ANNOTATION, ENDED, PLUGIN_NAME, CallSpec, Mode, Op, State
+from daskgen._rules import End, Item, ItemView
 from daskgen.exceptions import killed_error
 
 if TYPE_CHECKING:
@@ -28,30 +31,19 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-PLUGIN_NAME = "daskgen"
-ANNOTATION = "daskgen"
-
 #: States a generator call goes through, as shown on the dashboard.
-STATES = ("waiting", "running", "paused", "finished", "erred", "cancelled")
+STATES = tuple(State)
 
 
 @dataclass
 class GenState:
     """What the scheduler knows about one generator call."""
 
-    gen_id: str
-    driver: Any
-    prefix: str
-    client: str
-    name: str
-    mode: str  # "static", "dynamic" or "streaming"
-    num_returns: int | None
-    backpressure: int | None
-    max_retries: int
-    pseudo: str | None
-    end_key: Any = None  # the caller's completed() / DynamicFuture key
+    spec: CallSpec
+    driver: Any  # the driver task's key
+    backpressure: int | None  # the spec's, until the caller drops its handle
     submitted: float = field(default_factory=time.time)
-    state: str = "waiting"
+    state: State = State.WAITING
     worker: str | None = None
     run_id: int | None = None
     attempts: int = 0  # runs started: the first, and each re-run (max_retries)
@@ -80,8 +72,51 @@ class GenState:
     declared: int = 0  # static items created so far
     _spec: Any = None
 
+    @classmethod
+    def from_spec(cls, spec: CallSpec, driver: Any) -> GenState:
+        return cls(spec=spec, driver=driver, backpressure=spec.backpressure)
+
+    # What the client submitted, by name (GenState.spec).
+
+    @property
+    def gen_id(self) -> str:
+        return self.spec.gen_id
+
+    @property
+    def prefix(self) -> str:
+        return self.spec.prefix
+
+    @property
+    def client(self) -> str:
+        return self.spec.client
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def mode(self) -> Mode:
+        return self.spec.mode
+
+    @property
+    def num_returns(self) -> int | None:
+        return self.spec.num_returns
+
+    @property
+    def max_retries(self) -> int:
+        return self.spec.max_retries
+
+    @property
+    def end_key(self) -> str | None:
+        return self.spec.end_key
+
+    @property
+    def pseudo(self) -> str:
+        """The scheduler-side client that keeps the call running (Ray semantics)."""
+        return self.spec.pseudo_client
+
     def item_key(self, i: int) -> tuple[str, int]:
-        return (self.prefix, i)
+        return self.spec.item_key(i)
 
     @property
     def budget(self) -> int:
@@ -104,9 +139,7 @@ class GenState:
     @property
     def limit(self) -> int | None:
         """Highest index + 1 the driver may produce before the consumer takes more."""
-        if self.backpressure is None:
-            return None
-        return self.taken + self.backpressure
+        return _rules.limit(self.taken, self.backpressure)
 
     def info(self) -> dict[str, Any]:
         now = time.time()
@@ -121,10 +154,10 @@ class GenState:
             "name": self.name,
             "client": self.client,
             "worker": self.worker,
-            "mode": self.mode,
+            "mode": self.mode.value,
             "num_returns": self.num_returns,
             "backpressure": self.backpressure,
-            "state": self.state,
+            "state": self.state.value,
             "attempts": self.attempts,
             "yielded": self.produced,
             "taken": self.taken,
@@ -170,24 +203,24 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
 
     async def start(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
+        # log_errors: a failing handler names itself in the scheduler's log.
         scheduler.handlers.update(
             {
-                "daskgen_produced": self.produced,
-                "daskgen_info": self.get_info,
-                "daskgen_where": self.where,
+                Op.PRODUCED: log_errors(self.produced),
+                Op.INFO: log_errors(self.get_info),
+                Op.WHERE: log_errors(self.where),
             }
         )
         scheduler.stream_handlers.update(
             {
-                "daskgen-take": self.take,
-                "daskgen-cancel": self.cancel_handler,
-                "daskgen-abandon": self.abandon,
-                "daskgen-declare": self.declare,
+                Op.TAKE: log_errors(self.take),
+                Op.CANCEL: log_errors(self.cancel_handler),
+                Op.ABANDON: log_errors(self.abandon),
+                Op.DECLARE: log_errors(self.declare),
             }
         )
-        scheduler.extensions["daskgen"] = self
+        scheduler.extensions[PLUGIN_NAME] = self
         _KilledLogFilter.install(self)
-        from daskgen import dashboard
         from daskgen.worker import GeneratorWorkerPlugin
 
         dashboard.install(scheduler, self)
@@ -201,8 +234,6 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         )
 
     async def close(self) -> None:
-        from daskgen import dashboard
-
         _KilledLogFilter.uninstall(self)
         dashboard.uninstall(self)
 
@@ -227,36 +258,25 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
             ts = scheduler.tasks.get(key)
             if ts is None or key in self.by_driver:
                 continue
-            if meta["mode"] == "plain":
+            spec = CallSpec.from_annotation(meta)
+            if spec.mode is Mode.PLAIN:
                 _compat.set_suspicious(  # Dask fails it after max_retries + 1 deaths
-                    ts, scheduler.allowed_failures - int(meta["max_retries"])
+                    ts, scheduler.allowed_failures - spec.max_retries
                 )
-                self.plain[key] = int(meta["max_retries"])
+                self.plain[key] = spec.max_retries
                 continue
-            g = GenState(
-                gen_id=meta["gen_id"],
-                driver=key,
-                prefix=meta["prefix"],
-                client=client,
-                name=meta["name"],
-                mode=meta["mode"],
-                num_returns=meta.get("num_returns"),
-                backpressure=meta.get("backpressure"),
-                max_retries=int(meta["max_retries"]),
-                pseudo=f"daskgen-{meta['gen_id']}",
-                end_key=meta.get("end"),
-            )
+            g = GenState.from_spec(spec, key)
             self.generators[g.gen_id] = g
             self.by_driver[key] = g
             self.by_prefix[g.prefix] = g
             if g.end_key is not None:
                 self.by_end[g.end_key] = g
-            if g.mode != "dynamic":
+            if g.mode is not Mode.DYNAMIC:
                 # Ray semantics: the call runs to its end even if the caller
                 # drops every handle. The pseudo-client lets go when it ends.
                 # (Dropping a DynamicFuture stops its first run: nobody could
                 # ever get its items.)
-                scheduler.client_desires_keys([key], f"daskgen-{g.gen_id}")
+                scheduler.client_desires_keys([key], g.pseudo)
 
     async def declare(
         self,
@@ -279,42 +299,66 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         until produced (moving 10,000 tasks to waiting up front would only
         cost time); those never produced err with the driver.
         """
-        s = self.scheduler
+        if self._graph_rejected(gen_id, client, driver):
+            assert client is not None
+            self._tell_rejected(client, prefix, n, name)
+            return
         g = self.generators.get(gen_id)
-        if (
-            s is not None
-            and g is None
-            and driver is not None
-            and driver not in s.tasks
-            and client in s.clients
-        ):
-            # The call never reached this plugin and its driver does not
-            # exist: the scheduler rejected its graph (the driver's Future
-            # says why). Its items would never exist; the client fails them.
-            # (A call that reused the key of a live call is skipped by
-            # update_graph too, but its driver key exists: nothing to do.)
-            s.client_send(
-                client,
-                {"op": "daskgen-rejected", "prefix": prefix, "n": n, "name": name},
-            )
+        dts = self._static_driver(g)
+        if g is None or dts is None:
             return
-        if s is None or g is None or g.mode != "static" or not g.num_returns:
-            return
-        dts = s.tasks.get(g.driver)
-        if dts is None:
-            return
-        prio = dts.priority or (0, 0, 0)
         # Let the driver's compute-task, queued by update-graph just before,
         # leave for its worker before the first chunk.
         await asyncio.sleep(0)
+        await self._declare_items(g, dts)
+        if dts.state in ("memory", "erred"):
+            self._release_pseudo(g)  # it waited for the declaration
+
+    def _graph_rejected(self, gen_id: str, client: str | None, driver: Any) -> bool:
+        """The call never reached this plugin and its driver does not exist:
+        the scheduler rejected its graph (the driver's Future says why).
+
+        (A call that reused the key of a live call is skipped by update_graph
+        too, but its driver key exists: nothing to do.)
+        """
+        s = self.scheduler
+        return (
+            s is not None
+            and gen_id not in self.generators
+            and driver is not None
+            and driver not in s.tasks
+            and client in s.clients
+        )
+
+    def _tell_rejected(
+        self, client: str, prefix: str | None, n: int, name: str
+    ) -> None:
+        """Its items will never exist: the client fails their Futures."""
+        assert self.scheduler is not None
+        self.scheduler.client_send(
+            client, {"op": Op.REJECTED, "prefix": prefix, "n": n, "name": name}
+        )
+
+    def _static_driver(self, g: GenState | None) -> TaskState | None:
+        """The driver task of a static call with items to declare, if any."""
+        s = self.scheduler
+        if s is None or g is None or g.mode is not Mode.STATIC or not g.num_returns:
+            return None
+        return s.tasks.get(g.driver)
+
+    async def _declare_items(self, g: GenState, dts: TaskState) -> None:
+        """Create the N items in chunks, each wanted by the caller; yield to
+        the event loop between chunks."""
+        s = self.scheduler
+        assert s is not None and g.num_returns is not None
+        prio = dts.priority or (0, 0, 0)
         chunk = 16  # a quarter of a millisecond: the event loop stays responsive
         for start in range(0, g.num_returns, chunk):
             keys = []
             for i in range(start, min(start + chunk, g.num_returns)):
                 key = g.item_key(i)
                 if key not in s.tasks:
-                    spec = g.item_spec()
-                    _compat.create_item(s, key, spec, dts, (*prio, i))
+                    _compat.create_item(s, key, g.item_spec(), dts, (*prio, i))
                 keys.append(key)
             s.client_desires_keys(keys, g.client)
             g.declared = start + len(keys)
@@ -324,8 +368,6 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
                 self._err_unproduced(g)
             if g.declared < g.num_returns:
                 await asyncio.sleep(0)
-        if dts.state in ("memory", "erred"):
-            self._release_pseudo(g)  # it waited for the declaration
 
     # ------------------------------------------------------- driver -> scheduler
 
@@ -345,6 +387,23 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         (no one needs them; the worker frees only values this attempt stored),
         whether to stop, and the backpressure limit.
         """
+        run = self._current_run(gen_id, run_id, worker)
+        if run is None:
+            # A stale attempt: the driver was rescheduled, released or forgotten.
+            return {"stop": True, "stale": True, "drop": [i for i, *_ in items]}
+        g, dts = run
+        g.worker = worker  # (work stealing may have moved a driver not started)
+        batch = self._sort_items(g, dts, items)
+        self._store_items(g, dts, batch)
+        reply = self._reply(g, dts, batch, end)
+        self._update_pause(g)
+        return reply
+
+    def _current_run(
+        self, gen_id: str, run_id: int, worker: str
+    ) -> tuple[GenState, TaskState] | None:
+        """The call and its driver task, if the report is from the driver's
+        current run (its run_id, on the worker it is processing on)."""
         s = self.scheduler
         assert s is not None
         g = self.generators.get(gen_id)
@@ -357,96 +416,100 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
             or dts.processing_on.address != worker
             or dts.run_id != run_id
         ):
-            # A stale attempt: the driver was rescheduled, released or forgotten.
-            return {
-                "stop": True,
-                "stale": True,
-                "drop": [i for i, *_ in items],
-                "limit": None,
-            }
-        ws = dts.processing_on
-        g.worker = worker  # (work stealing may have moved a driver not started)
-        stimulus_id = f"daskgen-produced-{time.time()}"
-        drop: list[int] = []
-        complete: list[tuple[TaskState, int, bytes | None, str]] = []
-        new: list[TaskState] = []
-        inconsistent = None
-        start_produced = g.produced
+            return None
+        return g, dts
+
+    def _sort_items(
+        self,
+        g: GenState,
+        dts: TaskState,
+        items: list[tuple[int, int, bytes | None, str]],
+    ) -> _Batch:
+        """Decide each yield's fate (:func:`daskgen._rules.classify`), create the
+        new item tasks, and count what the call produced."""
+        s = self.scheduler
+        assert s is not None
+        batch = _Batch(produced_before=g.produced)
         for i, nbytes, typ, typename in items:
             g.run_produced = max(g.run_produced, i + 1)
-            if g.final is not None and i >= g.final:
-                inconsistent = i + 1
-                drop.append(i)
-                continue
             key = g.item_key(i)
             ts = s.tasks.get(key)
-            if nbytes < 0:
-                # Not held by this worker: a copy is elsewhere (in memory, or
-                # the item stays waiting for a run that can store it).
-                pass
-            elif ts is None and g.mode == "static" and i >= g.declared:
-                # produced before `declare` reached it: create it now, wanted
-                # by the caller (declare skips existing keys)
-                ts = _compat.create_item(
-                    s,
-                    key,
-                    g.item_spec(),
-                    dts,
-                    (*(dts.priority or ()), i),
-                )
-                s.client_desires_keys([key], g.client)
-                new.append(ts)
-                complete.append((ts, nbytes, typ, typename))
-            elif ts is None:
-                if g.mode == "static" or i < g.produced or g.abandoned:
-                    drop.append(i)  # released before it was produced
-                else:
-                    ts = _compat.create_item(
-                        s,
-                        key,
-                        g.item_spec(),
-                        dts,
-                        (*(dts.priority or ()), i),
-                    )
-                    new.append(ts)
-                    complete.append((ts, nbytes, typ, typename))
-            elif ts.state == "waiting" and ts.waiting_on == {dts}:
-                complete.append((ts, nbytes, typ, typename))
+            what = _rules.classify(
+                mode=g.mode,
+                index=i,
+                held=nbytes >= 0,
+                item=None if ts is None else _item_view(ts, dts),
+                final=g.final,
+                produced=g.produced,
+                declared=g.declared,
+                abandoned=g.abandoned,
+            )
+            if what is Item.PAST_END:
+                batch.past_end = i + 1
+                batch.drop.append(i)
+                continue
+            if what is Item.DROP:
+                batch.drop.append(i)
+            elif what in (Item.CREATE, Item.CREATE_WANTED):
+                prio = (*(dts.priority or ()), i)
+                ts = _compat.create_item(s, key, g.item_spec(), dts, prio)
+                if what is Item.CREATE_WANTED:  # declare skips existing keys
+                    s.client_desires_keys([key], g.client)
+                batch.new.append(ts)
+            elif what is Item.REVIVE:
+                batch.new.append(cast("TaskState", ts))
+            elif what is Item.COMPLETE:
                 g.rebuilding.discard(i)
-            elif ts.state == "released" and (ts.who_wants or ts.waiters):
-                new.append(ts)
-                complete.append((ts, nbytes, typ, typename))
-            else:
-                drop.append(i)  # a replayed duplicate, or nobody wants it
+            if what in _rules.STORED:
+                batch.complete.append((cast("TaskState", ts), nbytes, typ, typename))
             if i >= g.produced:
                 g.produced = i + 1
                 g.nbytes += max(nbytes, 0)
                 self.totals["items"] += 1
                 self.totals["bytes"] += max(nbytes, 0)
-        client_msgs: dict[str, list[dict[str, Any]]] = {}
-        if new:
-            if g.mode != "static" and not g.abandoned:
+        return batch
+
+    def _store_items(self, g: GenState, dts: TaskState, batch: _Batch) -> None:
+        """New items to waiting, the caller told of a stream's new items, and
+        every stored item to memory on the driver's worker, in one go."""
+        s = self.scheduler
+        assert s is not None and dts.processing_on is not None
+        stimulus_id = f"daskgen-produced-{time.time()}"
+        streaming = g.mode is not Mode.STATIC and not g.abandoned
+        if batch.new:
+            if streaming:
                 s.client_desires_keys(
-                    [ts.key for ts in new if not ts.who_wants], g.client
+                    [ts.key for ts in batch.new if not ts.who_wants], g.client
                 )
-            s.transitions({ts.key: "waiting" for ts in new}, stimulus_id)
-        if g.mode != "static" and g.produced > start_produced and not g.abandoned:
+            s.transitions({ts.key: "waiting" for ts in batch.new}, stimulus_id)
+        client_msgs: dict[str, list[dict[str, Any]]] = {}
+        if streaming and g.produced > batch.produced_before:
             # The caller makes its Futures before their key-in-memory arrives.
             client_msgs[g.client] = [
-                {"op": "daskgen-items", "gen_id": gen_id, "produced": g.produced}
+                {"op": Op.ITEMS, "gen_id": g.gen_id, "produced": g.produced}
             ]
-        complete = [c for c in complete if c[0].state == "waiting"]
-        _compat.complete_items(s, dts, ws, complete, stimulus_id, client_msgs)
+        complete = [c for c in batch.complete if c[0].state == "waiting"]
+        _compat.complete_items(
+            s, dts, dts.processing_on, complete, stimulus_id, client_msgs
+        )
         s.send_all(client_msgs, {})
 
-        reply: dict[str, Any] = {"stop": g.cancelled, "drop": drop, "limit": g.limit}
-        if inconsistent is not None:
-            reply["error"] = _replay_message(g, inconsistent)
+    def _reply(
+        self, g: GenState, dts: TaskState, batch: _Batch, end: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """What the driver is told: values to drop, whether to stop, the
+        backpressure limit and, after its last report, how its run ends."""
+        reply: dict[str, Any] = {
+            "stop": g.cancelled,
+            "drop": batch.drop,
+            "limit": g.limit,
+        }
+        if batch.past_end is not None:
+            reply["error"] = _replay_message(g, batch.past_end)
         if end is not None:
             reply.update(self._end(g, dts, end))
             if not (end.get("replay") or reply.get("error") or reply.get("raise")):
-                reply["completed"] = self._complete_end(g, dts, ws)
-        self._update_pause(g)
+                reply["completed"] = self._complete_end(g, dts, dts.processing_on)
         return reply
 
     def _complete_end(self, g: GenState, dts: TaskState, ws: Any) -> bool:
@@ -479,51 +542,56 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
     def _end(self, g: GenState, dts: TaskState, end: dict[str, Any]) -> dict[str, Any]:
         """The driver's generator ended (returned or raised)."""
         count = end["count"]
-        error = end.get("error")
-        if end.get("replay"):
+        outcome = _rules.end_outcome(
+            mode=g.mode,
+            count=count,
+            raised=end.get("error") is not None,
+            retryable=bool(end.get("retryable")),
+            replay=bool(end.get("replay")),
+            cancelled=bool(end.get("cancelled")),
+            final=g.final,
+            produced=g.produced,
+            attempts=g.attempts,
+            budget=g.budget,
+        )
+        if outcome is End.IGNORE:
             return {}
-        if end.get("cancelled"):
-            g.error = end.get("text")
-            dts.retries = 0
-            return {"raise": True}
-        if error is None and g.final is not None and count != g.final:
+        if outcome is End.INCONSISTENT:
             return {"error": _replay_message(g, count)}
-        if error is None and count < g.produced:
-            return {"error": _replay_message(g, count)}
-        if error is None:
+        if outcome is End.FINISHED:
             g.final = count
             return {}
         g.error = end.get("text")
-        # One budget for every re-run, as in Ray: a retried exception uses a
-        # re-run of max_retries like a worker death or a rebuild does.
-        retry = bool(end.get("retryable")) and g.attempts < g.budget
-        dts.retries = 1 if retry else 0
-        if g.mode != "streaming" or retry:
-            return {"raise": True}
+        _compat.set_retries(dts, 1 if outcome is End.RETRY else 0)
+        if outcome is End.ERROR_ITEM:
+            self._add_error_item(g, dts, count, end["error"])
+        return _rules.end_reply(outcome)
+
+    def _add_error_item(
+        self, g: GenState, dts: TaskState, count: int, error: dict[str, Any]
+    ) -> None:
+        """A stream's error becomes one more item, after the last value
+        delivered (a re-run may fail before it caught up with an earlier one)."""
         s = self.scheduler
         assert s is not None
         # Lost items this run was to rebuild and did not reach raise the error.
         self._detach_waiting(
             g, dts, lambda key: _compat.Task(key, _raise_error, None, error), count
         )
-        # Streaming: the error becomes one more item, after the last value
-        # delivered (a re-run may fail before it caught up with an earlier one).
         count = max(count, g.produced)
         g.final = count + 1
         g.raised = True
         key = g.item_key(count)
         if key not in s.tasks and not g.abandoned:
             spec = _compat.Task(key, _raise_error, _compat.TaskRef(dts.key), error)
-            ts = _compat.create_item(s, key, spec, dts, (*(dts.priority or ()), count))
+            _compat.create_item(s, key, spec, dts, (*(dts.priority or ()), count))
             s.client_desires_keys([key], g.client)
             s.transitions({key: "waiting"}, f"daskgen-error-{time.time()}")
             s.client_send(
                 g.client,
-                {"op": "daskgen-items", "gen_id": g.gen_id, "produced": count + 1},
+                {"op": Op.ITEMS, "gen_id": g.gen_id, "produced": count + 1},
             )
-            del ts
         g.produced = max(g.produced, count + 1)
-        return {"raise": False}
 
     # ------------------------------------------------------- client -> scheduler
 
@@ -550,7 +618,7 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         if dts is not None and dts.state == "processing" and dts.processing_on:
             s.worker_send(
                 dts.processing_on.address,
-                {"op": "daskgen-limit", "gen_id": g.gen_id, "limit": g.limit},
+                {"op": Op.LIMIT, "gen_id": g.gen_id, "limit": g.limit},
             )
 
     def abandon(self, gen_id: str, client: str | None = None) -> None:
@@ -578,7 +646,7 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         are not done err with GeneratorCancelledError at once, and every key
         the call holds is released.
         """
-        if g.cancelled or g.state in ("finished", "erred"):
+        if g.cancelled or g.state in (State.FINISHED, State.ERRED):
             return
         g.cancelled = True
         s = self.scheduler
@@ -586,7 +654,7 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         dts = s.tasks.get(g.driver)
         if dts is not None and dts.state == "processing" and dts.processing_on:
             s.worker_send(
-                dts.processing_on.address, {"op": "daskgen-stop", "gen_id": g.gen_id}
+                dts.processing_on.address, {"op": Op.STOP, "gen_id": g.gen_id}
             )
             return
         if dts is not None and dts.state in ("waiting", "queued", "no-worker"):
@@ -596,7 +664,7 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
     def _cancel_not_started(self, g: GenState, dts: TaskState) -> None:
         s = self.scheduler
         assert s is not None
-        g.state = "cancelled"
+        g.state = State.CANCELLED
         g.stopped = time.time()
         keys = [
             ts.key
@@ -663,7 +731,7 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
             if (
                 finish in ("released", "forgotten")
                 and stimulus_id.startswith("cancel-key")
-                and g.mode == "static"
+                and g.mode is Mode.STATIC
             ):
                 self.cancel(g)
             elif start == "memory" and finish == "released":
@@ -754,7 +822,7 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         g.rebuilding.update(indices)
         s.worker_send(
             dts.processing_on.address,
-            {"op": "daskgen-rebuild", "gen_id": g.gen_id, "indices": indices},
+            {"op": Op.REBUILD, "gen_id": g.gen_id, "indices": indices},
         )
 
     def _rerun(self, g: GenState) -> None:
@@ -812,7 +880,7 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
             g.attempts += 1
             g.run_produced = 0
             g.rebuilding.clear()
-            g.state = "running"
+            g.state = State.RUNNING
             g.worker = dts.processing_on.address if dts.processing_on else None
             g.run_id = dts.run_id
             g.started = g.started or now
@@ -821,11 +889,11 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
             g.base = s.allowed_failures - max(g.budget - g.attempts, 0)
             _compat.set_suspicious(dts, g.base)
             if g.cancelled and g.worker:
-                s.worker_send(g.worker, {"op": "daskgen-stop", "gen_id": g.gen_id})
+                s.worker_send(g.worker, {"op": Op.STOP, "gen_id": g.gen_id})
         elif start == "released" and finish == "waiting" and g.attempts:
             # A re-run (a rebuild of lost items): it runs to its end, whoever
             # still holds a handle, so its length is checked.
-            g.state = "waiting"
+            g.state = State.WAITING
             if g.pseudo and dts is not None:
                 s.client_desires_keys([g.driver], g.pseudo)
         elif finish in ("memory", "erred"):
@@ -834,9 +902,9 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
             if finish == "memory":
                 # A stream whose generator raised ends "memory": its error is
                 # its last item.
-                g.state = "erred" if g.raised else "finished"
+                g.state = State.ERRED if g.raised else State.FINISHED
             else:
-                g.state = "cancelled" if g.cancelled else "erred"
+                g.state = State.CANCELLED if g.cancelled else State.ERRED
                 g.error = g.error or _error_text(dts, kw)
             self._send_end(g, finish)
             loop = asyncio.get_running_loop()
@@ -856,18 +924,18 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
             if dts is not None and not dts.who_wants and not dts.waiters:
                 # Nobody wants it any more (a dropped dynamic call): the
                 # worker cancels the driver, which stops at its next yield.
-                g.state = "cancelled"
+                g.state = State.CANCELLED
             else:
-                g.state = "waiting"  # worker died or retry: runs again
+                g.state = State.WAITING  # worker died or retry: runs again
 
     def _send_end(self, g: GenState, end: str) -> None:
         """Tell a stream's or dynamic call's handle that the call ended."""
-        if g.mode != "static" and not g.ended and self.scheduler is not None:
+        if g.mode is not Mode.STATIC and not g.ended and self.scheduler is not None:
             g.ended = True
             self.scheduler.client_send(
                 g.client,
                 {
-                    "op": "daskgen-items",
+                    "op": Op.ITEMS,
                     "gen_id": g.gen_id,
                     "produced": g.produced,
                     "end": end,
@@ -927,7 +995,11 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         s = self.scheduler
         if s is None or g.pseudo is None:
             return
-        if g.mode == "static" and g.declared < (g.num_returns or 0) and not g.cancelled:
+        if (
+            g.mode is Mode.STATIC
+            and g.declared < (g.num_returns or 0)
+            and not g.cancelled
+        ):
             return  # keep the call alive until `declare` made its items
         if g.pseudo in s.clients:
             s.client_releases_keys(
@@ -946,8 +1018,8 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
             return
         self.by_driver.pop(g.driver, None)
         self.by_prefix.pop(g.prefix, None)
-        if g.state not in ("finished", "erred", "cancelled"):
-            g.state = "cancelled" if g.cancelled else "finished"
+        if g.state not in ENDED:
+            g.state = State.CANCELLED if g.cancelled else State.FINISHED
         g.stopped = g.stopped or time.time()
         self.history.append(g.info())
 
@@ -966,16 +1038,16 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
     # ------------------------------------------------------------- backpressure
 
     def _update_pause(self, g: GenState) -> None:
-        limit = g.limit
+        step = _rules.pause_step(g.state, g.produced, g.limit)
         now = time.time()
-        if limit is not None and g.produced >= limit and g.state == "running":
-            g.state = "paused"
+        if step is _rules.Pause.PAUSE:
+            g.state = State.PAUSED
             g.pauses += 1
             g.paused_since = now
             self.totals["pauses"] += 1
-        elif g.state == "paused" and (limit is None or g.produced < limit):
+        elif step is _rules.Pause.RESUME:
             self._end_pause(g, now)
-            g.state = "running"
+            g.state = State.RUNNING
 
     def _end_pause(self, g: GenState, now: float) -> None:
         if g.paused_since is not None:
@@ -1000,7 +1072,7 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         dts = s.tasks.get(g.driver)
         its = s.tasks.get(g.item_key(index))
         return {
-            "state": g.state,
+            "state": g.state.value,
             "attempts": g.attempts,
             "budget": g.budget,
             "yielded": g.produced,
@@ -1027,6 +1099,27 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
 
 
 # --------------------------------------------------------------------- helpers
+
+
+@dataclass
+class _Batch:
+    """One report's yields, sorted (:meth:`GeneratorSchedulerPlugin._sort_items`)."""
+
+    produced_before: int
+    new: list[TaskState] = field(default_factory=list)  # to move to waiting
+    complete: list[tuple[TaskState, int, bytes | None, str]] = field(
+        default_factory=list
+    )  # to move to memory on the driver's worker
+    drop: list[int] = field(default_factory=list)  # for the worker to free
+    past_end: int | None = None  # an inconsistent re-run: index + 1
+
+
+def _item_view(ts: TaskState, dts: TaskState) -> ItemView:
+    return ItemView(
+        state=ts.state,
+        waits_only_on_driver=ts.state == "waiting" and ts.waiting_on == {dts},
+        wanted=bool(ts.who_wants or ts.waiters),
+    )
 
 
 def _unproduced_item(driver_result: Any) -> Any:

@@ -39,9 +39,7 @@ def get(x: Any, timeout: Timeout = None) -> Any:
         return x.result(timeout=timeout)
     if isinstance(x, Sequence) and all(isinstance(f, Future) for f in x):
         client = x[0].client if x else _default_client()
-        return client.sync(
-            client._gather, list(x), callback_timeout=parse_timedelta(timeout)
-        )
+        return _compat.gather(client, list(x), parse_timedelta(timeout))
     raise TypeError(
         f"daskgen.get takes a Future, a DynamicFuture or a list of Futures; got "
         f"{type(x).__name__}. To iterate a stream use `for fut in gen`."
@@ -78,7 +76,7 @@ def wait(
         )
     if not items:
         return [], []
-    client = items[0].client if isinstance(items[0], Future) else items[0]._client
+    client = items[0].client
     return client.sync(_wait, items, num_returns, parse_timedelta(timeout))
 
 
@@ -90,7 +88,7 @@ def _ready(x: Future[Any] | FutureGenerator) -> bool:
 
 async def _wait_one(x: Future[Any] | FutureGenerator) -> None:
     if isinstance(x, FutureGenerator):
-        state = x._state
+        state = x.call
         while not x.next_ready():
             event = state.event()
             event.clear()

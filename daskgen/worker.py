@@ -32,8 +32,10 @@ from dask.utils import parse_bytes
 from distributed import get_worker, secede
 from distributed.diagnostics.plugin import WorkerPlugin
 from distributed.protocol import pickle
+from distributed.utils import log_errors
 
 from daskgen import _compat, _config
+from daskgen._core import PLUGIN_NAME, CallSpec, Op, print_topic
 from daskgen.exceptions import (
     GeneratorCancelledError,
     NumReturnsError,
@@ -45,8 +47,6 @@ if TYPE_CHECKING:
     from distributed import Worker
 
 logger = logging.getLogger(__name__)
-
-PLUGIN_NAME = "daskgen"
 
 
 @dataclass(frozen=True)
@@ -111,12 +111,12 @@ class GeneratorWorkerPlugin(WorkerPlugin):
     def setup(self, worker: Worker) -> None:
         _install_log_filter()
         self.worker = worker
-        worker.extensions["daskgen"] = self
+        worker.extensions[PLUGIN_NAME] = self
         worker.stream_handlers.update(
             {
-                "daskgen-stop": self.handle_stop,
-                "daskgen-limit": self.handle_limit,
-                "daskgen-rebuild": self.handle_rebuild,
+                Op.STOP: log_errors(self.handle_stop),
+                Op.LIMIT: log_errors(self.handle_limit),
+                Op.REBUILD: log_errors(self.handle_rebuild),
             }
         )
 
@@ -141,7 +141,7 @@ class GeneratorWorkerPlugin(WorkerPlugin):
 
 
 def _plugin(worker: Worker) -> GeneratorWorkerPlugin:
-    ext = worker.extensions.get("daskgen")
+    ext = worker.extensions.get(PLUGIN_NAME)
     if ext is None:  # plugin not yet delivered to this worker
         ext = GeneratorWorkerPlugin()
         ext.setup(worker)
@@ -180,18 +180,17 @@ class _Rebuild:
 class Driver:
     """Runs one attempt of one generator call in a seceded task thread."""
 
-    def __init__(self, worker: Worker, key: Any, meta: dict[str, Any]) -> None:
+    def __init__(self, worker: Worker, key: Any, spec: CallSpec) -> None:
         self.worker = worker
         self.key = key
-        self.gen_id: str = meta["gen_id"]
-        self.prefix: str = meta["prefix"]
-        self.end_key: Any = meta.get("end")  # the call's end marker, if any
+        self.spec = spec
+        self.gen_id = spec.gen_id
+        self.prefix = spec.prefix
+        self.end_key = spec.end_key  # the call's end marker, if any
         self.end_stored = False
-        self.mode: str = meta["mode"]
-        self.num_returns: int | None = meta.get("num_returns")
-        self.retry_exceptions: bool | tuple[type[BaseException], ...] = meta[
-            "retry_exceptions"
-        ]
+        self.mode = spec.mode
+        self.num_returns = spec.num_returns
+        self.retry_exceptions = spec.retry_exceptions
         self.batch_size: int = _config.get("batch-size")
         self.run_id = _compat.driver_run_id(worker, key)
         self.cond = threading.Condition()
@@ -205,7 +204,7 @@ class Driver:
         self.inflight = False
         self.stop = False
         self.cancel_requested = False
-        self.limit: int | None = meta.get("backpressure")
+        self.limit: int | None = spec.backpressure
         self.lifted = False  # backpressure lifted for good (handle dropped)
         self.error: str | None = None
         self.end: dict[str, Any] | None = None
@@ -521,7 +520,8 @@ class Driver:
                         stimulus_id=f"daskgen-end-{time.time()}",
                     )
                     self.end_stored = True
-                reply = await self.worker.scheduler.daskgen_produced(
+                produced = getattr(self.worker.scheduler, Op.PRODUCED)
+                reply = await produced(
                     gen_id=self.gen_id,
                     run_id=self.run_id,
                     worker=self.worker.address,
@@ -674,16 +674,16 @@ def _drive(driver: _Sink, result: Any, func: Callable[..., Any]) -> None:
 
 
 def run_driver(
-    func: Callable[..., Any], args: tuple[Any, ...], kwargs: Any, meta: dict[str, Any]
+    func: Callable[..., Any], args: tuple[Any, ...], kwargs: Any, spec: CallSpec
 ) -> None:
     """The driver task's function (what a daskgen call's driver key runs)."""
     worker = get_worker()
     key = worker.get_current_task()
     secede()
     plugin = _plugin(worker)
-    driver = Driver(worker, key, meta)
+    driver = Driver(worker, key, spec)
     plugin.drivers[driver.gen_id] = driver
-    driver.info = CallInfo(name=meta["name"], client=meta["client"], pid=os.getpid())
+    driver.info = CallInfo(name=spec.name, client=spec.client, pid=os.getpid())
     token = current_call.set(driver.info)
     try:
         return driver.run(func, args, kwargs)
@@ -718,7 +718,7 @@ def print(*args: Any, sep: str = " ", end: str = "\n", file: Any = None) -> None
     logger.debug("(%s pid=%d) %s", call.name, call.pid, text.rstrip("\n"))
     worker = get_worker()
     worker.log_event(
-        f"daskgen-print-{call.client}",
+        print_topic(call.client),
         {
             "name": call.name,
             "pid": call.pid,
