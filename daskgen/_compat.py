@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Task",
     "TaskRef",
+    "clean_exception",
     "complete_items",
     "detach",
     "create_item",
@@ -34,6 +35,9 @@ __all__ = [
     "gather",
     "register_client_handler",
     "register_scheduler_plugin",
+    "blame",
+    "drop_idle_client",
+    "replace_exception",
     "set_retries",
     "set_suspicious",
     "store_local",
@@ -161,6 +165,29 @@ def set_suspicious(ts: TaskState, value: int) -> None:
 # ------------------------------------------------------------------------ worker
 
 
+def replace_exception(ts: TaskState, exc: BaseException) -> None:
+    """Make an erred task raise ``exc`` for whoever asks from now on (the
+    scheduler sends the erred task's exception to clients and dependents)."""
+    from distributed.protocol import pickle
+
+    ts.exception = pickle.dumps(exc)
+    ts.exception_text = repr(exc)
+
+
+def blame(ts: TaskState, dts: TaskState) -> None:
+    """``ts`` errs with the error of ``dts`` (its dependency) when transitioned
+    to erred outside the scheduler's own propagation."""
+    ts.exception_blame = dts.exception_blame or dts
+
+
+def drop_idle_client(scheduler: Scheduler, client: str) -> None:
+    """Forget a scheduler-side client (daskgen's per-call pseudo-client) that
+    wants no key any more; a real client is removed by its own disconnect."""
+    cs = scheduler.clients.get(client)
+    if cs is not None and not cs.wants_what:
+        del scheduler.clients[client]
+
+
 def set_retries(ts: TaskState, value: int) -> None:
     """How many more times Dask re-runs the task when it errs."""
     ts.retries = value
@@ -241,6 +268,15 @@ def wrap_task_erred(
 def gather(client: Client, futures: list[Any], timeout: float | None) -> Any:
     """``client.gather(futures)`` with a timeout (which Client.gather lacks)."""
     return client.sync(client._gather, futures, callback_timeout=timeout)
+
+
+def clean_exception(
+    exception: Any, traceback: Any = None, **kwargs: Any
+) -> tuple[Any, BaseException | None, Any]:
+    """An exception as a task's error dict holds it (pickled), made raisable."""
+    from distributed.core import clean_exception as clean
+
+    return clean(exception, traceback, **kwargs)
 
 
 def fail_future(client: Client, key: Any, exc: BaseException) -> None:

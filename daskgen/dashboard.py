@@ -64,21 +64,20 @@ plugin is installed.) ``--dashboard-prefix`` is honoured both ways.
 
 from __future__ import annotations
 
-import html
 import json
 import logging
-import re
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import dask.config
+from dask.utils import format_bytes, format_time
 from distributed.http.utils import RequestHandler
 
 from daskgen import _compat
-from daskgen._core import ENDED, PLUGIN_NAME, State
+from daskgen._core import ENDED, PLUGIN_NAME, Mode, State
 
 if TYPE_CHECKING:
     from daskgen.scheduler import GeneratorSchedulerPlugin
@@ -99,14 +98,10 @@ API_PATH = "daskgen/api/v1/generators"
 
 _ENDED = tuple(st.value for st in ENDED)
 
-#: Most rows the page shows (the JSON endpoint returns all unless ``?limit=``).
-PAGE_ROWS = 1000
-
 # Plugins that installed themselves and have not closed: what the metrics
 # collector reports and what the handlers accept as "installed".
 _live: weakref.WeakSet[GeneratorSchedulerPlugin] = weakref.WeakSet()
 _lock = threading.Lock()
-_collector: _Collector | None = None
 
 
 # ------------------------------------------------------------------ install
@@ -116,8 +111,8 @@ def install(scheduler: Any, plugin: GeneratorSchedulerPlugin) -> None:
     """Serve daskgen's page, JSON and metrics from ``scheduler``'s HTTP server.
 
     Called by :class:`~daskgen.GeneratorSchedulerPlugin` when it starts.
-    Installing twice on one scheduler adds the routes once. A scheduler
-    without an HTTP server gets the metrics collector only.
+    Installing twice on one scheduler adds the routes once. (The Prometheus
+    metrics are :mod:`daskgen.metrics`.)
 
     Parameters
     ----------
@@ -129,10 +124,6 @@ def install(scheduler: Any, plugin: GeneratorSchedulerPlugin) -> None:
     with _lock:
         _live.add(plugin)
     # Monitoring must never keep the plugin from starting.
-    try:
-        _register_collector()
-    except Exception:  # pragma: no cover - a prometheus_client problem
-        logger.warning("daskgen: Prometheus metrics not registered", exc_info=True)
     try:
         _add_routes(scheduler)
     except Exception:  # pragma: no cover - an unexpected tornado/distributed change
@@ -292,16 +283,88 @@ def snapshot(server: Any, limit: int | None = None) -> dict[str, Any]:
     counts = dict.fromkeys((st.value for st in State), 0)
     for r in data:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
-    return {
+    shown = data if limit is None else data[:limit]
+    snap = {
         "installed": plugin is not None,
         "scheduler": getattr(server, "address", None),
         "time": time.time(),
         "total": len(data),
         "counts": counts,
-        "totals": _totals(plugin) if plugin is not None else {},
+        "totals": totals(plugin) if plugin is not None else {},
         "workers": worker_bytes(server, plugin) if plugin is not None else {},
-        "generators": data if limit is None else data[:limit],
+        "generators": [dict(r, display=display(r)) for r in shown],
+        "columns": [[f, title, cls] for f, title, cls, _ in COLUMNS],
     }
+    snap["summary"] = summary(snap)
+    return snap
+
+
+# ---------------------------------------------------------------- columns
+# Both pages show these columns, from the JSON alone: each is defined here
+# once, its text made with Dask's own formatters.
+
+
+def _mode(r: dict[str, Any]) -> str:
+    mode = str(r["mode"])
+    if r.get("num_returns") is not None and mode == Mode.STATIC:
+        mode += f" ({r['num_returns']})"
+    if r.get("backpressure") is not None:
+        mode += f", backpressure {r['backpressure']}"
+    return mode
+
+
+def _error(e: str | None) -> str:
+    return e.splitlines()[0] if e else ""
+
+
+#: (field of a row, title, CSS class, its text): the calls table.
+COLUMNS: tuple[tuple[str, str, str, Callable[[dict[str, Any]], str]], ...] = (
+    ("name", "Function", "", lambda r: str(r["name"])),
+    ("gen_id", "Call", "id", lambda r: str(r["gen_id"])[:12]),
+    ("client", "Caller", "addr", lambda r: str(r["client"])),
+    ("worker", "Worker", "addr", lambda r: str(r["worker"] or "")),
+    ("mode", "Mode", "", _mode),
+    ("state", "State", "", lambda r: str(r["state"])),
+    ("yielded", "Yielded", "num", lambda r: str(r["yielded"])),
+    ("taken", "Taken", "num", lambda r: str(r["taken"])),
+    ("released", "Released", "num", lambda r: str(r["released"])),
+    ("bytes", "Bytes yielded", "num", lambda r: format_bytes(r["bytes"])),
+    ("rate", "Items/s", "num", lambda r: f"{r['rate']:,.1f}"),
+    ("elapsed", "Running for", "num", lambda r: format_time(r["elapsed"])),
+    ("attempts", "Runs", "num", lambda r: str(r["attempts"])),
+    ("pauses", "Pauses", "num", lambda r: str(r["pauses"])),
+    ("error", "Error", "", lambda r: _error(r["error"])),
+)
+
+
+def display(r: dict[str, Any]) -> dict[str, str]:
+    """The text of each column for one row."""
+    return {f: text(r) for f, _, _, text in COLUMNS}
+
+
+def summary(snap: dict[str, Any]) -> str:
+    """The line above the table: calls by state, items, bytes, pauses."""
+    if not snap["installed"]:
+        return (
+            "daskgen is not installed on this scheduler yet: call "
+            "daskgen.install(client) or start it with dask scheduler --preload daskgen."
+        )
+    counts = ", ".join(f"{n} {s}" for s, n in snap["counts"].items() if n)
+    t = snap["totals"]
+    n = int(t.get("pauses", 0))
+    pauses = (
+        f"{n} backpressure pauses ({format_time(t.get('paused_seconds', 0.0))})"
+        if n
+        else "no backpressure pause"
+    )
+    text = (
+        f"{snap['total']} generator calls ({counts or 'none yet'}) · "
+        f"{int(t.get('items', 0))} items and {format_bytes(int(t.get('bytes', 0)))} "
+        f"yielded since the scheduler started · {pauses}"
+    )
+    if snap["total"] > len(snap["generators"]):
+        text += f" · showing the first {len(snap['generators'])}"
+    return text
 
 
 def worker_bytes(server: Any, plugin: GeneratorSchedulerPlugin) -> dict[str, int]:
@@ -320,7 +383,7 @@ def worker_bytes(server: Any, plugin: GeneratorSchedulerPlugin) -> dict[str, int
     return out
 
 
-def _totals(plugin: GeneratorSchedulerPlugin) -> dict[str, float]:
+def totals(plugin: GeneratorSchedulerPlugin) -> dict[str, float]:
     """The plugin's counters, with the time of pauses still going on."""
     totals = dict(plugin.totals)
     now = time.time()
@@ -361,16 +424,17 @@ class GeneratorsJSONHandler(_Handler):
         self.write(json.dumps(snapshot(self.server, limit), default=str))
 
 
+#: The page: a static file that renders the JSON API (no server-side HTML).
+PAGE_FILE = Path(__file__).with_name("static") / "generators.html"
+
+
 class GeneratorsPageHandler(_Handler):
-    """``GET /daskgen``: the page (rendered here, then refreshed by its script)."""
+    """``GET /daskgen``: the page, ``static/generators.html``, which fetches
+    the JSON API every second and shows what it says."""
 
     def get(self) -> None:
-        trailing = self.request.path.endswith("/")
-        api = API_PATH[len(PAGE_PATH) + 1 :] if trailing else API_PATH
-        status = "../status" if trailing else "status"
-        snap = snapshot(self.server, PAGE_ROWS)
         self.set_header("Content-Type", "text/html; charset=utf-8")
-        self.write(render_page(snap, api_url=api, status_url=status))
+        self.write(PAGE_FILE.read_bytes())
 
 
 #: For ``distributed.scheduler.http.routes`` (see the module docstring).
@@ -378,400 +442,3 @@ routes: list[tuple[str, type[RequestHandler], dict[str, Any]]] = [
     (PAGE_PATH + "/?", GeneratorsPageHandler, {}),
     (API_PATH, GeneratorsJSONHandler, {}),
 ]
-
-
-# ------------------------------------------------------------------ page
-
-
-def format_bytes(n: float) -> str:
-    """``1536`` -> ``'1.50 kiB'`` (the page's script formats the same way)."""
-    for prefix, k in (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("ki", 2**10)):
-        if n >= k * 0.9:
-            return f"{n / k:.2f} {prefix}B"
-    return f"{int(n)} B"
-
-
-def format_rate(r: float) -> str:
-    """Items per second: ``'12.5/s'``, ``'1234/s'``."""
-    return f"{r:.1f}/s" if r < 100 else f"{r:.0f}/s"
-
-
-def format_seconds(t: float) -> str:
-    """``'4.2 s'``, ``'3m 07s'``, ``'2h 05m'``."""
-    if t < 60:
-        return f"{t:.1f} s"
-    s = int(t)
-    if s < 3600:
-        return f"{s // 60}m {s % 60:02d}s"
-    return f"{s // 3600}h {s % 3600 // 60:02d}m"
-
-
-def _mode(r: dict[str, Any]) -> str:
-    mode = str(r["mode"])
-    if r.get("num_returns") is not None and mode == "static":
-        mode += f" ({r['num_returns']})"
-    if r.get("backpressure") is not None:
-        mode += f", backpressure {r['backpressure']}"
-    return mode
-
-
-def _cells(r: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """``(class, text, title)`` of each cell of a row."""
-    error = r.get("error") or ""
-    return [
-        ("name", str(r["name"]), str(r["key"])),
-        ("client", str(r["client"]), str(r["client"])),
-        ("worker", str(r["worker"] or ""), str(r["worker"] or "")),
-        ("mode", _mode(r), ""),
-        (
-            "state",
-            str(r["state"]),
-            f"attempts {r['attempts']}, backpressure pauses {r['pauses']} "
-            f"({format_seconds(r['paused_seconds'])})",
-        ),
-        ("yielded num", str(r["yielded"]), ""),
-        ("taken num", str(r["taken"]), ""),
-        ("released num", str(r["released"]), ""),
-        ("bytes num", format_bytes(r["bytes"]), f"{r['bytes']} bytes"),
-        ("rate num", format_rate(r["rate"]), ""),
-        ("elapsed num", format_seconds(r["elapsed"]), ""),
-        ("error", error.splitlines()[0] if error else "", error),
-    ]
-
-
-def _row_html(r: dict[str, Any]) -> str:
-    gid = html.escape(str(r["gen_id"]), quote=True)
-    state = html.escape(str(r["state"]), quote=True)
-    tds = "".join(
-        f'<td class="{cls}"'
-        + (f' title="{html.escape(title, quote=True)}"' if title else "")
-        + f">{html.escape(text)}</td>"
-        for cls, text, title in _cells(r)
-    )
-    return f'<tr id="gen-{gid}" data-gen-id="{gid}" data-state="{state}">{tds}</tr>'
-
-
-_COLUMNS = (
-    ("Function", ""),
-    ("Caller", ""),
-    ("Worker", ""),
-    ("Mode", ""),
-    ("State", ""),
-    ("Yielded", "num"),
-    ("Taken", "num"),
-    ("Released", "num"),
-    ("Bytes yielded", "num"),
-    ("Rate", "num"),
-    ("Elapsed", "num"),
-    ("Error", ""),
-)
-
-
-def _summary_text(snap: dict[str, Any]) -> str:
-    if not snap["installed"]:
-        return ""
-    counts = ", ".join(f"{n} {s}" for s, n in snap["counts"].items() if n)
-    t = snap["totals"]
-    return (
-        f"{snap['total']} calls ({counts or 'none yet'}) · "
-        f"{int(t.get('items', 0))} items, {format_bytes(t.get('bytes', 0))} yielded · "
-        f"{int(t.get('pauses', 0))} backpressure pauses "
-        f"({format_seconds(t.get('paused_seconds', 0.0))})"
-    )
-
-
-def render_page(snap: dict[str, Any], *, api_url: str, status_url: str) -> str:
-    """The HTML of the page for one :func:`snapshot`.
-
-    Parameters
-    ----------
-    snap : dict
-        From :func:`snapshot`.
-    api_url, status_url : str
-        Links (relative to the page) to the JSON data and Dask's status page.
-    """
-    body = "".join(_row_html(r) for r in snap["generators"])
-    notice = (
-        ""
-        if snap["installed"]
-        else "daskgen is not installed on this scheduler yet: call "
-        "daskgen.install(client) or start it with dask scheduler --preload daskgen."
-    )
-    head = "".join(
-        f'<th class="{cls}">{name}</th>' if cls else f"<th>{name}</th>"
-        for name, cls in _COLUMNS
-    )
-    replacements: dict[str, str] = {
-        "__API__": html.escape(api_url, quote=True),
-        "__STATUS__": html.escape(status_url, quote=True),
-        "__HEAD__": head,
-        "__ROWS__": body,
-        "__NOTICE__": html.escape(notice),
-        "__NOTICE_HIDDEN__": "" if notice else "hidden",
-        "__SUMMARY__": html.escape(_summary_text(snap)),
-        "__LIMIT__": str(PAGE_ROWS),
-        "__NCOLS__": str(len(_COLUMNS)),
-        "__EMPTY_HIDDEN__": "hidden" if snap["generators"] else "",
-    }
-    # One pass, so that text from the rows is never taken for a placeholder.
-    return re.sub(r"__[A-Z_]+__", lambda m: replacements.get(m[0], m[0]), _PAGE)
-
-
-_PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>daskgen: generator calls</title>
-<style>
-  body { font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif;
-         margin: 0; color: #222; background: #fff; font-size: 14px; }
-  header { display: flex; align-items: baseline; gap: 1.5em; padding: 10px 16px;
-           border-bottom: 1px solid #ddd; background: #f7f7f7; }
-  header h1 { font-size: 18px; margin: 0; }
-  header a { color: #1a5fb4; text-decoration: none; }
-  header a:hover { text-decoration: underline; }
-  #updated { margin-left: auto; color: #777; font-size: 12px; }
-  #updated.stale { color: #b00; }
-  main { padding: 8px 16px; }
-  #summary { color: #444; margin: 6px 0 10px; }
-  #notice { background: #fff4d6; border: 1px solid #e5c07b; padding: 8px; margin: 8px 0; }
-  table { border-collapse: collapse; width: 100%; }
-  th, td { padding: 4px 8px; border-bottom: 1px solid #eee; text-align: left;
-           white-space: nowrap; }
-  th { position: sticky; top: 0; background: #fff; border-bottom: 2px solid #ccc;
-       font-weight: 600; }
-  td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
-  td.client, td.worker { max-width: 16em; overflow: hidden; text-overflow: ellipsis;
-                         font-family: ui-monospace, Menlo, Consolas, monospace;
-                         font-size: 12px; }
-  td.error { max-width: 28em; overflow: hidden; text-overflow: ellipsis; color: #b00; }
-  td.state { font-weight: 600; }
-  tr[data-state="running"] td.state { color: #1a7f37; }
-  tr[data-state="paused"] td.state { color: #b35900; }
-  tr[data-state="waiting"] td.state { color: #666; }
-  tr[data-state="finished"] td.state { color: #1a5fb4; }
-  tr[data-state="erred"] td.state, tr[data-state="cancelled"] td.state { color: #b00; }
-  tr[data-state="finished"], tr[data-state="erred"], tr[data-state="cancelled"] {
-    color: #555; }
-  #empty td { color: #777; text-align: center; padding: 16px; }
-</style>
-</head>
-<body>
-<header>
-  <h1>daskgen: generator calls</h1>
-  <a href="__STATUS__">&larr; Dask dashboard</a>
-  <a href="__API__">JSON</a>
-  <span id="updated"></span>
-</header>
-<main>
-<div id="notice" __NOTICE_HIDDEN__>__NOTICE__</div>
-<div id="summary">__SUMMARY__</div>
-<table id="generators">
-<thead><tr>__HEAD__</tr></thead>
-<tbody id="rows">__ROWS__</tbody>
-<tbody><tr id="empty" __EMPTY_HIDDEN__><td colspan="__NCOLS__">No generator calls yet.</td></tr></tbody>
-</table>
-</main>
-<script>
-(function () {
-  "use strict";
-  var API = "__API__", LIMIT = __LIMIT__;
-  var STATES = ["waiting", "running", "paused", "finished", "erred", "cancelled"];
-  var UNITS = [["Ti", Math.pow(2, 40)], ["Gi", Math.pow(2, 30)],
-               ["Mi", Math.pow(2, 20)], ["ki", 1024]];
-  function bytes(n) {
-    for (var i = 0; i < UNITS.length; i++) {
-      if (n >= UNITS[i][1] * 0.9) { return (n / UNITS[i][1]).toFixed(2) + " " + UNITS[i][0] + "B"; }
-    }
-    return Math.floor(n) + " B";
-  }
-  function rate(r) { return (r < 100 ? r.toFixed(1) : r.toFixed(0)) + "/s"; }
-  function pad(n) { return (n < 10 ? "0" : "") + n; }
-  function seconds(t) {
-    if (t < 60) { return t.toFixed(1) + " s"; }
-    var s = Math.floor(t);
-    if (s < 3600) { return Math.floor(s / 60) + "m " + pad(s % 60) + "s"; }
-    return Math.floor(s / 3600) + "h " + pad(Math.floor(s % 3600 / 60)) + "m";
-  }
-  function mode(r) {
-    var m = String(r.mode);
-    if (r.num_returns !== null && r.num_returns !== undefined && m === "static") { m += " (" + r.num_returns + ")"; }
-    if (r.backpressure !== null && r.backpressure !== undefined) { m += ", backpressure " + r.backpressure; }
-    return m;
-  }
-  function cells(r) {
-    var err = r.error || "";
-    return [
-      ["name", String(r.name), String(r.key)],
-      ["client", String(r.client), String(r.client)],
-      ["worker", r.worker || "", r.worker || ""],
-      ["mode", mode(r), ""],
-      ["state", String(r.state), "attempts " + r.attempts + ", backpressure pauses " +
-        r.pauses + " (" + seconds(r.paused_seconds) + ")"],
-      ["yielded num", String(r.yielded), ""],
-      ["taken num", String(r.taken), ""],
-      ["released num", String(r.released), ""],
-      ["bytes num", bytes(r.bytes), r.bytes + " bytes"],
-      ["rate num", rate(r.rate), ""],
-      ["elapsed num", seconds(r.elapsed), ""],
-      ["error", err ? err.split("\\n")[0] : "", err]
-    ];
-  }
-  function setCell(td, c) {
-    if (td.className !== c[0]) { td.className = c[0]; }
-    if (td.textContent !== c[1]) { td.textContent = c[1]; }
-    if (c[2]) { if (td.title !== c[2]) { td.title = c[2]; } }
-    else if (td.hasAttribute("title")) { td.removeAttribute("title"); }
-  }
-  function render(data) {
-    var tbody = document.getElementById("rows");
-    var old = {};
-    Array.prototype.forEach.call(tbody.rows, function (tr) { old[tr.dataset.genId] = tr; });
-    var prev = null;
-    data.generators.forEach(function (r) {
-      var tr = old[r.gen_id], cs = cells(r), i;
-      if (tr) { delete old[r.gen_id]; }
-      else {
-        tr = document.createElement("tr");
-        tr.id = "gen-" + r.gen_id;
-        tr.dataset.genId = r.gen_id;
-        for (i = 0; i < cs.length; i++) { tr.appendChild(document.createElement("td")); }
-      }
-      if (tr.dataset.state !== r.state) { tr.dataset.state = r.state; }
-      for (i = 0; i < cs.length; i++) { setCell(tr.cells[i], cs[i]); }
-      var want = prev ? prev.nextSibling : tbody.firstChild;
-      if (want !== tr) { tbody.insertBefore(tr, want); }
-      prev = tr;
-    });
-    Object.keys(old).forEach(function (k) { tbody.removeChild(old[k]); });
-    document.getElementById("empty").hidden = data.generators.length > 0;
-    var notice = document.getElementById("notice");
-    notice.hidden = data.installed;
-    if (!data.installed) {
-      notice.textContent = "daskgen is not installed on this scheduler yet: call " +
-        "daskgen.install(client) or start it with dask scheduler --preload daskgen.";
-    }
-    var summary = "";
-    if (data.installed) {
-      var counts = STATES.filter(function (s) { return data.counts[s]; })
-        .map(function (s) { return data.counts[s] + " " + s; }).join(", ");
-      var t = data.totals;
-      summary = data.total + " calls (" + (counts || "none yet") + ") \\u00b7 " +
-        Math.floor(t.items || 0) + " items, " + bytes(t.bytes || 0) + " yielded \\u00b7 " +
-        Math.floor(t.pauses || 0) + " backpressure pauses (" +
-        seconds(t.paused_seconds || 0) + ")";
-      if (data.total > data.generators.length) {
-        summary += " \\u00b7 showing the first " + data.generators.length;
-      }
-    }
-    document.getElementById("summary").textContent = summary;
-  }
-  var updated = document.getElementById("updated");
-  function tick() {
-    fetch(API + "?limit=" + LIMIT, {cache: "no-store"})
-      .then(function (resp) {
-        if (!resp.ok) { throw new Error("HTTP " + resp.status); }
-        return resp.json();
-      })
-      .then(function (data) {
-        render(data);
-        updated.className = "";
-        updated.textContent = "updated " + new Date().toLocaleTimeString();
-      })
-      .catch(function (e) {
-        updated.className = "stale";
-        updated.textContent = "cannot reach the scheduler (" + e.message + ")";
-      })
-      .then(function () { setTimeout(tick, 1000); });
-  }
-  tick();
-})();
-</script>
-</body>
-</html>
-"""
-
-
-# ---------------------------------------------------------------- metrics
-
-
-class _Collector:
-    """Prometheus collector over every live plugin of this process."""
-
-    def _families(self, plugins: list[GeneratorSchedulerPlugin]) -> Iterator[Any]:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-        ns = dask.config.get("distributed.dashboard.prometheus.namespace", "dask")
-
-        def name(n: str) -> str:
-            return "_".join(p for p in (ns, "daskgen", n) if p)
-
-        counts = dict.fromkeys((st.value for st in State), 0)
-        totals: dict[str, float] = dict.fromkeys(
-            ("items", "bytes", "pauses", "paused_seconds"), 0
-        )
-        for plugin in plugins:
-            for g in list(plugin.generators.values()):
-                counts[g.state] = counts.get(g.state, 0) + 1
-            for info in list(plugin.history):
-                counts[info["state"]] = counts.get(info["state"], 0) + 1
-            for k, v in _totals(plugin).items():
-                totals[k] = totals.get(k, 0) + v
-        gens = GaugeMetricFamily(
-            name("generators"),
-            "Generator calls by state: live ones plus the finished ones the "
-            "scheduler remembers (daskgen.history)",
-            labels=["state"],
-        )
-        for state, n in counts.items():
-            gens.add_metric([state], n)
-        yield gens
-        yield CounterMetricFamily(
-            name("items_yielded"),
-            "Items yielded by generator calls",
-            value=totals["items"],
-        )
-        yield CounterMetricFamily(
-            name("bytes_yielded"),
-            "Bytes (sizeof) of the items yielded by generator calls",
-            value=totals["bytes"],
-        )
-        yield CounterMetricFamily(
-            name("backpressure_pauses"),
-            "Times a streaming generator paused because its consumer was behind",
-            value=totals["pauses"],
-        )
-        yield CounterMetricFamily(
-            name("backpressure_paused_seconds"),
-            "Seconds streaming generators spent paused by backpressure",
-            value=totals["paused_seconds"],
-        )
-
-    def describe(self) -> list[Any]:
-        """The metric names, without values (saves a collect at registration)."""
-        return list(self._families([]))
-
-    def collect(self) -> Iterator[Any]:
-        """The metrics, summed over the daskgen schedulers of this process."""
-        plugins = live_plugins()
-        if plugins:
-            yield from self._families(plugins)
-
-
-def _register_collector() -> None:
-    """Add :class:`_Collector` to ``prometheus_client.REGISTRY``, once."""
-    global _collector
-    with _lock:
-        if _collector is not None:
-            return
-        try:
-            from prometheus_client import REGISTRY
-        except ImportError:
-            return
-        collector = _Collector()
-        try:
-            REGISTRY.register(collector)
-        except ValueError as e:  # names taken, e.g. this module was reloaded
-            logger.warning("daskgen: Prometheus metrics not registered: %s", e)
-        _collector = collector

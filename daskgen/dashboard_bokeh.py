@@ -38,7 +38,7 @@ from bokeh.models import (
     NumeralTickFormatter,
 )
 from bokeh.plotting import figure
-from dask.utils import format_bytes, format_time
+from dask.utils import format_bytes
 from distributed.utils import log_errors
 
 from daskgen import _compat, dashboard
@@ -63,24 +63,6 @@ COLORS = {
     "erred": "#d62728",
     "cancelled": "#7f7f7f",
 }
-
-#: The table's columns: (field of a JSON row, title, how to show it).
-COLUMNS: tuple[tuple[str, str, Any], ...] = (
-    ("name", "Function", str),
-    ("gen_id", "Call", str),
-    ("mode", "Mode", str),
-    ("state", "State", str),
-    ("worker", "Worker", lambda w: w or ""),
-    ("yielded", "Yielded", str),
-    ("taken", "Taken", str),
-    ("num_returns", "Of", lambda n: "" if n is None else str(n)),
-    ("bytes", "Bytes", format_bytes),
-    ("rate", "Items/s", lambda r: f"{r:,.1f}"),
-    ("elapsed", "Running for", format_time),
-    ("attempts", "Runs", str),
-    ("pauses", "Pauses", str),
-    ("error", "Error", lambda e: e or ""),
-)
 
 
 def _label(r: dict[str, Any]) -> str:
@@ -190,7 +172,11 @@ class GeneratorsPage:
     def update(self) -> None:
         snap = dashboard.snapshot(self.scheduler)
         rows = snap["generators"]
-        self.summary.text = _summary(snap)
+        self.summary.text = (
+            f"{html.escape(snap['summary'])} &middot; "
+            "<a href='daskgen'>plain table</a>, "
+            "<a href='daskgen/api/v1/generators'>JSON</a>"
+        )
 
         bars = rows[:BARS]
         labels = [_label(r) for r in bars]
@@ -234,12 +220,15 @@ class GeneratorsPage:
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    """The calls table, one ``<tr data-gen-id=... data-state=...>`` per call."""
-    head = "".join(f"<th>{title}</th>" for _, title, _ in COLUMNS)
+    """The calls table (:data:`daskgen.dashboard.COLUMNS`), one
+    ``<tr data-gen-id=... data-state=...>`` per call."""
+    columns = dashboard.COLUMNS
+    head = "".join(f"<th>{title}</th>" for _, title, _, _ in columns)
     body = []
     for r in rows:
         cells = "".join(
-            f"<td class='{f}'>{html.escape(show(r[f]))}</td>" for f, _, show in COLUMNS
+            f"<td class='{f} {cls}'>{html.escape(r['display'][f])}</td>"
+            for f, _, cls, _ in columns
         )
         color = COLORS.get(r["state"], "#bbbbbb")
         body.append(
@@ -249,32 +238,11 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return (
         "<style>.daskgen-calls td, .daskgen-calls th {padding: 2px 8px; "
         "text-align: left; border-bottom: 1px solid #ddd; white-space: nowrap}"
+        ".daskgen-calls td.num {text-align: right}"
         ".daskgen-calls td.error {white-space: normal}</style>"
         f"<table class='daskgen-calls'><thead><tr>{head}</tr></thead>"
         f"<tbody>{''.join(body)}</tbody></table>"
     )
-
-
-def _summary(snap: dict[str, Any]) -> str:
-    if not snap["installed"]:
-        return "<b>daskgen is not installed on this scheduler.</b>"
-    counts = ", ".join(f"{n} {s}" for s, n in snap["counts"].items() if n)
-    t = snap["totals"]
-    return (
-        f"<b>{snap['total']} generator calls</b> ({counts or 'none yet'}) &middot; "
-        f"<span class='items'>{int(t.get('items', 0))}</span> items and "
-        f"{format_bytes(int(t.get('bytes', 0)))} yielded since the scheduler started "
-        f"&middot; {_pauses(t)} &middot; "
-        "<a href='daskgen'>plain table</a>, "
-        "<a href='daskgen/api/v1/generators'>JSON</a>"
-    )
-
-
-def _pauses(totals: dict[str, float]) -> str:
-    n = int(totals.get("pauses", 0))
-    if not n:
-        return "no backpressure pause"
-    return f"{n} backpressure pauses ({format_time(totals.get('paused_seconds', 0.0))})"
 
 
 def generators_doc(scheduler: Any, extra: dict[str, Any], doc: Any) -> None:

@@ -19,12 +19,12 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO, TypeAlias
 
+from dask.utils import format_time
 from distributed import Future
 from distributed import client as _dclient
 from distributed import utils as _dutils
 
 from daskgen.client import DynamicFuture, FutureGenerator, _StreamState
-from daskgen.dashboard import format_rate, format_seconds
 
 __all__ = ["progress"]
 
@@ -151,8 +151,8 @@ class _StreamTracker(_Tracker):
         else:
             state = "finished"
         return (
-            f"[daskgen] {'; '.join(parts)} | {format_rate(rate)} | "
-            f"{format_seconds(elapsed)} | {state}"
+            f"[daskgen] {'; '.join(parts)} | {rate:,.1f}/s | "
+            f"{format_time(elapsed)} | {state}"
         )
 
 
@@ -179,7 +179,7 @@ class _FutureTracker(_Tracker):
         state = "running" if not self.done() else "failed" if nerr else "finished"
         return (
             f"[daskgen] [{bar}] {ndone}/{n} items{errors} | "
-            f"{format_seconds(self.elapsed())} | {state}"
+            f"{format_time(self.elapsed())} | {state}"
         )
 
 

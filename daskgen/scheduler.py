@@ -21,7 +21,7 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.protocol import pickle as _pickle
 from distributed.utils import log_errors
 
-from daskgen import _compat, _config, _rules, dashboard
+from daskgen import _compat, _config, _rules, dashboard, metrics
 from daskgen._core import ANNOTATION, ENDED, PLUGIN_NAME, CallSpec, Mode, Op, State
 from daskgen._rules import End, Item, ItemView
 from daskgen.exceptions import killed_error
@@ -224,6 +224,10 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         from daskgen.worker import GeneratorWorkerPlugin
 
         dashboard.install(scheduler, self)
+        try:  # monitoring must never keep the plugin from starting
+            metrics.register()
+        except Exception:  # pragma: no cover - a prometheus_client problem
+            logger.warning("daskgen: Prometheus metrics not registered", exc_info=True)
         from distributed.protocol import pickle
 
         await scheduler.register_worker_plugin(
@@ -945,8 +949,6 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
     def _explain_killed(self, g: GenState, kw: dict[str, Any]) -> str | None:
         """Replace Dask's KilledWorker, which counts the global allowed-failures,
         with one that counts this call's max_retries (before the items err)."""
-        from distributed.protocol import pickle
-
         exc = kw.get("exception")
         if not isinstance(exc, bytes) or b"KilledWorker" not in exc:
             return None
@@ -958,8 +960,7 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         new = killed_error(
             g.name, g.driver, g.deaths, g.max_retries, kw.get("worker"), g.attempts
         )
-        ts.exception = pickle.dumps(new)
-        ts.exception_text = repr(new)
+        _compat.replace_exception(ts, new)
         return f"GeneratorKilledError: {new}"
 
     def _err_unproduced(self, g: GenState) -> None:
@@ -972,7 +973,7 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         recs: dict[Any, Any] = {}
         for ts in dts.dependents:
             if ts.state == "released" and (ts.who_wants or ts.waiters):
-                ts.exception_blame = dts.exception_blame or dts
+                _compat.blame(ts, dts)
                 recs[ts.key] = "erred"
         s.transitions(recs, f"daskgen-unproduced-{time.time()}")
 
@@ -1007,9 +1008,7 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
                 client=g.pseudo,
                 stimulus_id=f"daskgen-release-{time.time()}",
             )
-            cs = s.clients.get(g.pseudo)
-            if cs is not None and not cs.wants_what:
-                del s.clients[g.pseudo]
+            _compat.drop_idle_client(s, g.pseudo)
         if g.driver not in s.tasks:
             self._forget(g)
 
@@ -1203,9 +1202,7 @@ def _lost_item(key: str, name: str, reason: str) -> Any:
 
 def _raise_error(driver_result: Any, error: dict[str, Any]) -> Any:
     """Run spec of a stream's error item: raise the generator's exception."""
-    from distributed.core import clean_exception
-
-    _, exc, tb = clean_exception(**error)
+    _, exc, tb = _compat.clean_exception(**error)
     assert exc is not None
     raise exc.with_traceback(tb)
 

@@ -20,7 +20,7 @@ from distributed.utils_test import async_poll_for, gen_cluster, gen_test
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 import daskgen
-from daskgen import dashboard
+from daskgen import _compat, dashboard
 from daskgen.progress import progress
 
 DASHBOARD = {"dashboard": True, "dashboard_address": ":0"}
@@ -115,17 +115,14 @@ async def test_page_and_json(c, s, a, b):
     ext = s.extensions["daskgen"]
     await async_poll_for(lambda: produced(ext, gen_id) == 3, timeout=10)
 
+    # The page is a static file; what it shows comes from the JSON alone.
     resp = await fetch(s, "/daskgen")
     assert resp.headers["Content-Type"].startswith("text/html")
-    page = resp.body.decode()
-    assert "gated" in page
-    assert f'data-gen-id="{gen_id}"' in page
-    assert f'id="gen-{gen_id}"' in page
-    assert '<td class="yielded num">3</td>' in page
-    assert 'href="status"' in page  # back to the Dask dashboard
-    assert "daskgen/api/v1/generators" in page
+    assert resp.body == dashboard.PAGE_FILE.read_bytes()
+    assert b"daskgen/api/v1/generators" in resp.body
 
     row = await poll_row(s, gen_id, yielded=3)
+    assert row["display"]["yielded"] == "3" and row["display"]["name"] == "gated"
     assert row["state"] == "running"
     assert row["mode"] == "streaming"
     assert row["name"] == "gated"
@@ -173,11 +170,9 @@ async def test_page_static_and_erred(c, s, a, b):
     assert "boom after yields" in (row["error"] or "")
     assert data["counts"]["finished"] == 1
 
-    page = (await fetch(s, "/daskgen/")).body.decode()  # trailing slash
-    assert '<td class="mode">static (3)</td>' in page
-    assert "boom after yields" in page
-    assert 'href="../status"' in page
-    assert 'var API = "api/v1/generators"' in page
+    assert rows["produce"]["display"]["mode"] == "static (3)"
+    assert row["display"]["error"] == "ZeroDivisionError: boom after yields"
+    assert (await fetch(s, "/daskgen/")).code == 200  # trailing slash
 
 
 @gen_cluster(client=True, scheduler_kwargs=DASHBOARD)
@@ -237,18 +232,17 @@ async def test_routes_from_config_and_prefix():
             dashboard_address=":0", http_prefix="/dask", validate=True
         ) as s:
             # Before the plugin: a notice, an empty list.
-            page = (await fetch(s, "/dask/daskgen")).body.decode()
-            assert "not installed" in page
+            assert (await fetch(s, "/dask/daskgen")).code == 200
             data = await fetch_json(s, "/dask/daskgen/api/v1/generators")
             assert data == {**data, "installed": False, "generators": []}
+            assert "not installed" in data["summary"]
 
             plugin = daskgen.GeneratorSchedulerPlugin()
             await s.register_scheduler_plugin(plugin, name="daskgen", idempotent=True)
             assert _count_routes(s.http_application) == 2  # not added twice
-            page = (await fetch(s, "/dask/daskgen")).body.decode()
-            assert "not installed" not in page.split("<script>")[0]
             data = await fetch_json(s, "/dask/daskgen/api/v1/generators")
             assert data["installed"] is True
+            assert "not installed" not in data["summary"]
         assert plugin not in dashboard.live_plugins()
 
 
@@ -262,8 +256,7 @@ async def test_prefix_without_config():
         )
         data = await fetch_json(s, "/dask/daskgen/api/v1/generators")
         assert data["installed"] is True
-        page = (await fetch(s, "/dask/daskgen")).body.decode()
-        assert 'href="status"' in page
+        assert (await fetch(s, "/dask/daskgen")).code == 200
         # The Dask dashboard's Generators page, under the prefix too.
         page = (await fetch(s, "/dask/generators")).body.decode()
         assert "Bokeh.embed" in page and 'href="generators"' in page
@@ -289,11 +282,12 @@ async def test_preload():
         assert s.extensions["daskgen"] in dashboard.live_plugins()
 
 
-def test_render_page_escapes():
+def test_columns_text():
+    """Each column's text, with Dask's formatters; the summary line."""
     row = {
-        "gen_id": "abc",
-        "key": "<k>",
-        "name": "<script>__API__</script>",
+        "gen_id": "abcdef0123456789",
+        "key": "k",
+        "name": "<script>x</script>",
         "client": "Client-1",
         "worker": None,
         "mode": "streaming",
@@ -305,37 +299,38 @@ def test_render_page_escapes():
         "taken": 0,
         "released": 0,
         "bytes": 3 * 2**20,
-        "rate": 0.0,
+        "rate": 1234.5,
         "elapsed": 75.0,
         "pauses": 0,
         "paused_seconds": 0.0,
-        "error": None,
+        "error": "KeyError: 'x'\nmore",
         "submitted": 0.0,
     }
+    text = dashboard.display(row)
+    assert list(text) == [f for f, *_ in dashboard.COLUMNS]
+    assert text["name"] == "<script>x</script>"  # the page sets it as text
+    assert text["gen_id"] == "abcdef012345"
+    assert text["bytes"] == "3.00 MiB"
+    assert text["elapsed"] == "75.00 s"
+    assert text["rate"] == "1,234.5"
+    assert text["mode"] == "streaming, backpressure 2"
+    assert text["worker"] == ""
+    assert text["error"] == "KeyError: 'x'"
+    static = {**row, "mode": "static", "num_returns": 3, "backpressure": None}
+    assert dashboard.display(static)["mode"] == ("static (3)")
     snap = {
         "installed": True,
-        "total": 1,
-        "counts": {"waiting": 1},
-        "totals": {},
+        "total": 2,
+        "counts": {"waiting": 1, "erred": 1, "running": 0},
+        "totals": {"items": 5, "bytes": 2048, "pauses": 2, "paused_seconds": 1.5},
         "generators": [row],
     }
-    page = dashboard.render_page(snap, api_url="daskgen/api", status_url="status")
-    assert "<script>__API__" not in page
-    assert "&lt;script&gt;__API__&lt;/script&gt;" in page
-    assert '<td class="bytes num" title="3145728 bytes">3.00 MiB</td>' in page
-    assert '<td class="elapsed num">1m 15s</td>' in page
-    assert '<td class="mode">streaming, backpressure 2</td>' in page
-    assert "__ROWS__" not in page and "__LIMIT__" not in page
-
-
-def test_formatting():
-    assert dashboard.format_bytes(0) == "0 B"
-    assert dashboard.format_bytes(1000) == "0.98 kiB"
-    assert dashboard.format_bytes(5 * 2**30) == "5.00 GiB"
-    assert dashboard.format_rate(12.345) == "12.3/s"
-    assert dashboard.format_rate(1234.5) == "1234/s"
-    assert dashboard.format_seconds(4.25) == "4.2 s"
-    assert dashboard.format_seconds(7325) == "2h 02m"
+    assert dashboard.summary(snap) == (
+        "2 generator calls (1 waiting, 1 erred) · 5 items and 2.00 kiB yielded "
+        "since the scheduler started · 2 backpressure pauses (1.50 s) · showing "
+        "the first 1"
+    )
+    assert "not installed" in dashboard.summary({**snap, "installed": False})
 
 
 # ------------------------------------------------------------------ metrics
@@ -524,7 +519,7 @@ async def test_generators_page_in_dask_dashboard(c, s, a, b):
 @gen_cluster(client=True)
 async def test_no_generators_page_without_dashboard(c, s, a, b):
     await daskgen.install(c)
-    assert not dashboard._compat.has_bokeh_dashboard(s)
+    assert not _compat.has_bokeh_dashboard(s)
     assert (await fetch(s, "/daskgen")).code == 200
     with pytest.raises(HTTPClientError) as e:
         await fetch(s, "/generators")
@@ -612,6 +607,12 @@ def test_browser_page_updates():
                 assert row.locator("td.name").inner_text() == "produce"
                 assert "Dask dashboard" in page.locator("header a").first.inner_text()
                 assert page.locator("tr[data-gen-id]").count() == 3
+                erred = page.locator(f"#gen-{failed_id}")
+                assert erred.get_attribute("data-state") == "erred"
+                assert erred.locator("td.error").inner_text() == (
+                    "ZeroDivisionError: boom after yields"
+                )
+                assert "1 erred" in page.locator("#summary").inner_text()
                 ARTIFACTS.mkdir(exist_ok=True)
                 page.screenshot(
                     path=str(ARTIFACTS / "daskgen-page.png"), full_page=True
