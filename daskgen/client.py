@@ -23,7 +23,15 @@ from distributed import Client, Future, KilledWorker, as_completed, get_client
 from distributed.utils import log_errors
 
 from daskgen import _compat, _config, _console
-from daskgen._core import ANNOTATION, PLUGIN_NAME, CallSpec, Mode, Op, print_topic
+from daskgen._core import (
+    ANNOTATION,
+    PLUGIN_NAME,
+    CallSpec,
+    Mode,
+    Op,
+    completed,
+    print_topic,
+)
 from daskgen.exceptions import (
     DaskgenError,
     GeneratorCancelledError,
@@ -31,7 +39,7 @@ from daskgen.exceptions import (
     StreamTimeoutError,
     killed_error,
 )
-from daskgen.scheduler import GeneratorSchedulerPlugin, _completed
+from daskgen.scheduler import GeneratorSchedulerPlugin
 from daskgen.worker import run_driver
 
 NumReturns: TypeAlias = "int | Literal['streaming', 'dynamic'] | None"
@@ -430,7 +438,7 @@ def submit(
         # The caller holds the call's end marker, a task that depends on the
         # driver, never the driver itself: so a finished driver is released
         # (nothing holds its result) and re-runs when a lost item needs it.
-        end = client.submit(_completed, driver, key=end_key, pure=False)
+        end = client.submit(completed, driver, key=end_key, pure=False)
         # Held until the call ends (or the handle is dropped), to see its
         # error if the scheduler rejects the graph and daskgen never sees it.
         state.driver = driver

@@ -76,7 +76,6 @@ from typing import TYPE_CHECKING, Any
 from dask.utils import format_bytes, format_time
 from distributed.http.utils import RequestHandler
 
-from daskgen import _compat
 from daskgen._core import ENDED, PLUGIN_NAME, Mode, State
 
 if TYPE_CHECKING:
@@ -128,29 +127,13 @@ def install(scheduler: Any, plugin: GeneratorSchedulerPlugin) -> None:
         _add_routes(scheduler)
     except Exception:  # pragma: no cover - an unexpected tornado/distributed change
         logger.warning("daskgen: /daskgen dashboard page not added", exc_info=True)
-    try:
-        _add_bokeh_page(scheduler)
-    except Exception:  # pragma: no cover - an unexpected bokeh/distributed change
-        logger.warning(
-            "daskgen: Generators page not added to the Dask dashboard", exc_info=True
-        )
-
-
-def _add_bokeh_page(scheduler: Any) -> None:
-    """The Generators page in the Dask dashboard, if the scheduler runs one."""
-    app = getattr(scheduler, "http_application", None)
-    if app is None or not _compat.has_bokeh_dashboard(scheduler):
-        return  # no bokeh, or dashboard=False: then bokeh need not be importable
-    from daskgen import dashboard_bokeh
-
-    dashboard_bokeh.register(scheduler, _http_prefix(app))
 
 
 def _add_routes(scheduler: Any) -> None:
     app = getattr(scheduler, "http_application", None)
     if app is None or _has_routes(app):
         return
-    prefix = _http_prefix(app)
+    prefix = http_prefix(scheduler)
     app.add_handlers(
         r".*",
         [
@@ -211,12 +194,13 @@ def _has_routes(app: Any) -> bool:
 _KNOWN_ROUTES = ("health$", "metrics$", "sitemap.json$")
 
 
-def _http_prefix(app: Any) -> str:
+def http_prefix(scheduler: Any) -> str:
     """The ``http_prefix`` the scheduler was started with, e.g. ``/`` or ``/dask/``.
 
     The scheduler does not keep it, so it is read off a route that the
     scheduler added under it.
     """
+    app = getattr(scheduler, "http_application", None)
     router = getattr(app, "wildcard_router", None)
     for tail in _KNOWN_ROUTES:
         for rule in list(getattr(router, "rules", ())):

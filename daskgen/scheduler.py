@@ -22,9 +22,19 @@ from distributed.protocol import pickle as _pickle
 from distributed.utils import log_errors
 
 from daskgen import _compat, _config, _rules, dashboard, metrics
-from daskgen._core import ANNOTATION, ENDED, PLUGIN_NAME, CallSpec, Mode, Op, State
+from daskgen._core import (
+    ANNOTATION,
+    ENDED,
+    PLUGIN_NAME,
+    CallSpec,
+    Mode,
+    Op,
+    State,
+    completed,
+)
 from daskgen._rules import End, Item, ItemView
 from daskgen.exceptions import killed_error
+from daskgen.worker import GeneratorWorkerPlugin
 
 if TYPE_CHECKING:
     from distributed.scheduler import Scheduler, TaskState
@@ -221,9 +231,10 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         )
         scheduler.extensions[PLUGIN_NAME] = self
         _KilledLogFilter.install(self)
-        from daskgen.worker import GeneratorWorkerPlugin
 
         dashboard.install(scheduler, self)
+        if _compat.has_bokeh_dashboard(scheduler):
+            _add_generators_page(scheduler)
         try:  # monitoring must never keep the plugin from starting
             metrics.register()
         except Exception:  # pragma: no cover - a prometheus_client problem
@@ -724,7 +735,7 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
             if finish == "memory":
                 # Done: a lost copy is rebuilt without the generator.
                 assert self.scheduler is not None
-                _compat.detach(self.scheduler, key, _compat.Task(key, _completed, None))
+                _compat.detach(self.scheduler, key, _compat.Task(key, completed, None))
             elif finish == "forgotten":
                 self.by_end.pop(key, None)
             return
@@ -1136,9 +1147,16 @@ def _unproduced_item(driver_result: Any) -> Any:
 _NONE_TYPE = _pickle.dumps(type(None))
 
 
-def _completed(*_: Any) -> None:
-    """Run spec of a call's end marker (completed(), a DynamicFuture)."""
-    return None
+def _add_generators_page(scheduler: Scheduler) -> None:
+    """The Generators page in the Dask dashboard (which runs: bokeh is installed)."""
+    try:
+        from daskgen import dashboard_bokeh  # imports bokeh
+
+        dashboard_bokeh.register(scheduler, dashboard.http_prefix(scheduler))
+    except Exception:  # pragma: no cover - an unexpected bokeh/distributed change
+        logger.warning(
+            "daskgen: Generators page not added to the Dask dashboard", exc_info=True
+        )
 
 
 class _KilledLogFilter(logging.Filter):

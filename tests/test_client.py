@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import pickle
-import re
 import time
 import traceback
 
 import dask
 import pytest
+from _helpers import assert_raises, async_assert_clean, boom, gated, produce
 from distributed import Client, Event, Future, as_completed, wait
 from distributed.utils_test import async_poll_for, captured_logger, gen_cluster, inc
 
@@ -24,31 +23,10 @@ from daskgen.exceptions import (
 )
 
 
-def produce(n, delay=0.0):
-    for i in range(n):
-        if delay:
-            time.sleep(delay)
-        yield i * 10
-
-
 async def aproduce(n):
     for i in range(n):
         await asyncio.sleep(0)
         yield i * 10
-
-
-def boom(n):
-    yield from range(n)
-    raise ZeroDivisionError("boom after yields")
-
-
-def gated(n, event_name, k):
-    """Yield k items, wait for an Event, then yield the rest."""
-    ev = Event(event_name)
-    for i in range(n):
-        if i == k:
-            ev.wait()
-        yield i
 
 
 def raise_cancelled():
@@ -57,32 +35,6 @@ def raise_cancelled():
 
 def plain(n):
     return [i + 100 for i in range(n)]
-
-
-async def assert_raises(fut, typ, match):
-    """Check a Future's error without raising it: a raised exception's
-    traceback keeps the Future alive (distributed's behavior too)."""
-    exc = await fut.exception()
-    assert isinstance(exc, typ), exc
-    assert re.search(match, str(exc)), str(exc)
-
-
-async def assert_clean(c, s, *workers):
-    """No daskgen state, keys or pseudo-clients left anywhere."""
-    ext = s.extensions["daskgen"]
-    gc.collect()  # exceptions' tracebacks hold Futures in reference cycles
-    await async_poll_for(
-        lambda: not s.tasks,
-        timeout=5,
-        fail_func=lambda: print(
-            {k: (ts.state, ts.who_wants) for k, ts in s.tasks.items()}
-        ),
-    )
-    await async_poll_for(lambda: not ext.generators, timeout=5)
-    assert set(s.clients) <= {"fire-and-forget", c.id}
-    for w in workers:
-        await async_poll_for(lambda w=w: not w.data, timeout=5)
-        await async_poll_for(lambda w=w: not w.extensions["daskgen"].drivers, 5)
 
 
 # ------------------------------------------------------------------ static N
@@ -97,7 +49,7 @@ async def test_static(c, s, a, b):
     assert await c.gather(refs) == [0, 10, 20]
     assert [await r for r in refs] == [0, 10, 20]
     del refs
-    await assert_clean(c, s, a, b)
+    await async_assert_clean(c, s, a, b)
 
 
 @gen_cluster(client=True)
@@ -108,7 +60,7 @@ async def test_static_one_and_zero(c, s, a, b):
     assert await one == 0
     assert daskgen.submit(produce, 0, num_returns=0) is None
     del one
-    await assert_clean(c, s, a, b)
+    await async_assert_clean(c, s, a, b)
 
 
 @gen_cluster(client=True)
@@ -124,7 +76,7 @@ async def test_static_item_ready_before_task_ends(c, s, a, b):
     await ev.set()
     assert await c.gather(refs) == [0, 1, 2, 3]
     del refs, gen
-    await assert_clean(c, s, a, b)
+    await async_assert_clean(c, s, a, b)
 
 
 @gen_cluster(client=True)
@@ -138,7 +90,7 @@ async def test_unproduced_item_as_dependency(c, s, a, b):
     await ev.set()
     assert await downstream == 3
     del refs, downstream
-    await assert_clean(c, s, a, b)
+    await async_assert_clean(c, s, a, b)
 
 
 @gen_cluster(client=True)
@@ -150,7 +102,7 @@ async def test_wait_and_as_completed(c, s, a, b):
     seen = [await f async for f in as_completed(refs)]
     assert sorted(seen) == [0, 10, 20, 30, 40]
     del refs
-    await assert_clean(c, s, a, b)
+    await async_assert_clean(c, s, a, b)
 
 
 @gen_cluster(client=True)
@@ -171,7 +123,7 @@ async def test_zero_copy(c, s, a, b):
     w = a if a.address == ws.address else b
     assert id(w.data[first.key]) == ident  # the yielded object itself
     del first, ident
-    await assert_clean(c, s, a, b)
+    await async_assert_clean(c, s, a, b)
 
 
 @gen_cluster(client=True)
@@ -183,7 +135,7 @@ async def test_fewer_yields(c, s, a, b):
     for r in refs[2:]:
         await assert_raises(r, NumReturnsError, "yielded 2 values, but num_returns=4")
     del refs, r
-    await assert_clean(c, s, a, b)
+    await async_assert_clean(c, s, a, b)
 
 
 @gen_cluster(client=True)
@@ -194,7 +146,7 @@ async def test_more_yields(c, s, a, b):
     assert await refs[0] == 0
     await assert_raises(refs[1], NumReturnsError, "more than num_returns=2")
     del refs
-    await assert_clean(c, s, a, b)
+    await async_assert_clean(c, s, a, b)
 
 
 @gen_cluster(client=True)
@@ -211,7 +163,7 @@ async def test_static_error(c, s, a, b):
     assert "Compute Failed" in log.getvalue()
     assert "ZeroDivisionError" in log.getvalue()
     del refs, r
-    await assert_clean(c, s, a, b)
+    await async_assert_clean(c, s, a, b)
 
 
 @gen_cluster(client=True)
@@ -224,7 +176,7 @@ async def test_plain_function_num_returns(c, s, a, b):
     one = daskgen.submit(inc, 1)
     assert await one == 2
     del refs, bad, one
-    await assert_clean(c, s, a, b)
+    await async_assert_clean(c, s, a, b)
 
 
 def returns_int(n):
@@ -239,7 +191,7 @@ async def test_plain_function_not_a_sequence(c, s, a, b):
         bad, NumReturnsError, r"'returns_int' returned an int, not a sequence"
     )
     del bad, _
-    await assert_clean(c, s, a, b)
+    await async_assert_clean(c, s, a, b)
 
 
 @gen_cluster(client=True)
@@ -252,7 +204,7 @@ async def test_items_group_under_function_name(c, s, a, b):
     await ev.set()
     await wait(refs)
     del refs
-    await assert_clean(c, s, a, b)
+    await async_assert_clean(c, s, a, b)
 
 
 # ------------------------------------------------------------------ dynamic
@@ -269,7 +221,7 @@ async def test_dynamic(c, s, a, b):
     assert await c.gather(items) == [0, 10, 20, 30]
     assert await c.submit(sum, items) == 60
     del ref, items
-    await assert_clean(c, s, a, b)
+    await async_assert_clean(c, s, a, b)
 
 
 @gen_cluster(client=True)
@@ -279,7 +231,7 @@ async def test_dynamic_error(c, s, a, b):
     with pytest.raises(ZeroDivisionError, match="boom after yields"):
         await ref.result()
     del ref
-    await assert_clean(c, s, a, b)
+    await async_assert_clean(c, s, a, b)
 
 
 # ---------------------------------------------------------------- streaming
@@ -297,7 +249,7 @@ async def test_streaming_async(c, s, a, b):
     with pytest.raises(StopAsyncIteration):
         await gen.__anext__()
     del gen
-    await assert_clean(c, s, a, b)
+    await async_assert_clean(c, s, a, b)
 
 
 @gen_cluster(client=True)
@@ -310,7 +262,7 @@ async def test_streaming_error_is_one_more_item(c, s, a, b):
     await assert_raises(futs[2], ZeroDivisionError, "boom after yields")
     assert await gen.completed() is None  # an application error is an item
     del gen, futs
-    await assert_clean(c, s, a, b)
+    await async_assert_clean(c, s, a, b)
 
 
 @gen_cluster(client=True)
@@ -321,7 +273,7 @@ async def test_async_generator_all_modes(c, s, a, b):
     assert await c.gather(
         await daskgen.submit(aproduce, 2, num_returns="dynamic").result()
     ) == [0, 10]
-    await assert_clean(c, s, a, b)
+    await async_assert_clean(c, s, a, b)
 
 
 @gen_cluster(client=True)
@@ -346,7 +298,7 @@ async def test_next_timeout_and_ready(c, s, a, b):
     rest = [await f async for f in gen]
     assert await c.gather(rest) == [1, 2]
     del gen, rest
-    await assert_clean(c, s, a, b)
+    await async_assert_clean(c, s, a, b)
 
 
 def wait_for_event(name):
@@ -386,7 +338,7 @@ async def test_next_timeout_names_a_paused_worker(c, s, a):
     a.status = Status.running
     assert await c.gather([f async for f in gen]) == [0, 10]
     del gen, blocker
-    await assert_clean(c, s, a)
+    await async_assert_clean(c, s, a)
 
 
 def test_next_timeout_message_states():
@@ -450,7 +402,7 @@ async def test_backpressure(c, s, a, b):
     rest = [await f async for f in gen]
     assert len(rest) == 13
     del gen, rest, f, g
-    await assert_clean(c, s, a, b)
+    await async_assert_clean(c, s, a, b)
 
 
 @gen_cluster(client=True, nthreads=[("", 1)])
@@ -464,7 +416,7 @@ async def test_backpressure_frees_thread_slot(c, s, a):
     rest = [await f async for f in gen]
     assert len(rest) == 9
     del gen, first, rest
-    await assert_clean(c, s, a)
+    await async_assert_clean(c, s, a)
 
 
 @gen_cluster(client=True)
@@ -504,7 +456,7 @@ async def test_cancel_runs_finally(c, s, a, b):
     assert await first == 0  # items taken before the cancel stay valid
     Variable("fin-var").delete()
     del gen, first, other
-    await assert_clean(c, s, a, b)
+    await async_assert_clean(c, s, a, b)
 
 
 @gen_cluster(client=True, nthreads=[("", 1)])
@@ -526,7 +478,7 @@ async def test_cancel_frees_untaken_items(c, s, a):
     await assert_raises(gen.completed(), GeneratorCancelledError, "cancelled")
     assert await first == 0
     del gen, first
-    await assert_clean(c, s, a)
+    await async_assert_clean(c, s, a)
 
 
 @gen_cluster(client=True)
@@ -545,7 +497,7 @@ async def test_cancel_static_items(c, s, a, b):
     assert info["state"] == "cancelled"
     assert info["yielded"] < 5  # stopped at the first yield after the cancel
     del refs, g
-    await assert_clean(c, s, a, b)
+    await async_assert_clean(c, s, a, b)
 
 
 @gen_cluster(client=True, nthreads=[("", 1)])
@@ -563,7 +515,7 @@ async def test_driver_keeps_no_per_item_state(c, s, a):
     with pytest.raises(StopAsyncIteration):
         await gen.__anext__()
     del gen, driver
-    await assert_clean(c, s, a)
+    await async_assert_clean(c, s, a)
 
 
 @gen_cluster(client=True)
@@ -584,7 +536,7 @@ async def test_dropped_items_freed_generator_completes(c, s, a, b):
     assert await Variable("done-var").get(timeout=5) in (5, 7)
     await async_poll_for(lambda: not s.extensions["daskgen"].generators, timeout=5)
     Variable("done-var").delete()
-    await assert_clean(c, s, a, b)
+    await async_assert_clean(c, s, a, b)
 
 
 @gen_cluster(client=True)
@@ -598,7 +550,7 @@ async def test_async_client_needs_no_install(c, s, a, b):
     refs = daskgen.submit(produce, 2, num_returns=2)
     assert await c.gather(refs) == [0, 10]
     del gen, refs
-    await assert_clean(c, s, a, b)
+    await async_assert_clean(c, s, a, b)
 
 
 @gen_cluster(client=False)
@@ -614,7 +566,7 @@ async def test_async_client_without_the_preload(s, a, b):
             gen = daskgen.submit(produce, 2)
             assert [await f async for f in gen] == [0, 10]
             del gen
-            await assert_clean(c, s, a, b)
+            await async_assert_clean(c, s, a, b)
 
 
 @gen_cluster(client=False)
@@ -649,7 +601,7 @@ async def test_dask_functions_with_a_stream_async(c, s, a, b):
     assert [await f async for f in gen] == [0, 10, 20]
     await wait(gen.completed())
     del gen
-    await assert_clean(c, s, a, b)
+    await async_assert_clean(c, s, a, b)
 
 
 @gen_cluster(client=True)
@@ -679,7 +631,7 @@ async def test_stream_handle_protocols(c, s, a, b):
     assert "FutureGenerator produce" in repr(gen)
     [await f async for f in gen]
     del gen
-    await assert_clean(c, s, a, b)
+    await async_assert_clean(c, s, a, b)
 
 
 # ------------------------------------------------------------------ printing
@@ -701,7 +653,7 @@ async def test_print_reaches_caller_only(c, s, a, b, capsys=None):
     msg = received[0][1]
     assert msg["name"] == "talk" and msg["text"] == "yielded return value 0\n"
     assert isinstance(msg["pid"], int)
-    await assert_clean(c, s, a, b)
+    await async_assert_clean(c, s, a, b)
 
 
 @gen_cluster(client=True)
@@ -718,7 +670,7 @@ async def test_dropped_dynamic_future_stops_and_frees(c, s, a, b):
     assert ext.history[-1]["state"] == "cancelled"
     assert not c.futures
     await Event("never-dyn").set()
-    await assert_clean(c, s, a, b)
+    await async_assert_clean(c, s, a, b)
 
 
 def exactly_then_raise():
@@ -734,7 +686,7 @@ async def test_static_raise_after_n_keeps_values(c, s, a, b):
     refs = daskgen.submit(exactly_then_raise, num_returns=2)
     assert await c.gather(refs) == [1, 2]
     del refs
-    await assert_clean(c, s, a, b)
+    await async_assert_clean(c, s, a, b)
 
 
 def fails_at_once(n):
@@ -774,7 +726,7 @@ async def test_declaration_read_after_driver_failed(c, s, a, b):
     for r in refs:
         await assert_raises(r, ValueError, "before any yield")
     del refs, r, g
-    await assert_clean(c, s, a, b)
+    await async_assert_clean(c, s, a, b)
 
 
 def _refuse_to_load():
@@ -818,7 +770,7 @@ async def test_graph_the_scheduler_cannot_load(c, s, a, b, num_returns):
             assert "uses" in str(exc) and "deserializ" in str(exc), exc
         del item
     del r
-    await assert_clean(c, s, a, b)
+    await async_assert_clean(c, s, a, b)
 
 
 @gen_cluster(client=True)
@@ -837,4 +789,4 @@ async def test_key_reused_by_a_live_call(c, s, a, b):
     assert await c.gather(first) == [0, 1, 2]
     assert await c.gather(second) == [0, 1, 2]
     del first, second
-    await assert_clean(c, s, a, b)
+    await async_assert_clean(c, s, a, b)

@@ -14,6 +14,7 @@ from typing import Any
 
 import dask
 import pytest
+from _helpers import boom, gated, produce
 from distributed import Event, Scheduler
 from distributed.comm import get_address_host
 from distributed.utils_test import async_poll_for, gen_cluster, gen_test
@@ -25,29 +26,6 @@ from daskgen.progress import progress
 
 DASHBOARD = {"dashboard": True, "dashboard_address": ":0"}
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-
-
-def gated(n, event_name, k, delay=0.0):
-    """Yield k items, wait for an Event, then yield the rest."""
-    ev = Event(event_name)
-    for i in range(n):
-        if i == k:
-            ev.wait()
-        if delay:
-            time.sleep(delay)
-        yield i
-
-
-def produce(n, delay=0.0):
-    for i in range(n):
-        if delay:
-            time.sleep(delay)
-        yield i * 10
-
-
-def boom(n):
-    yield from range(n)
-    raise ZeroDivisionError("boom after yields")
 
 
 async def fetch(s: Scheduler, path: str, **kwargs: Any) -> Any:

@@ -3,16 +3,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
-import subprocess
 import sys
 import time
 
 import dask
 import pytest
 from distributed import Client, LocalCluster, wait
+from distributed.utils_test import poll_for, popen
 
 import daskgen
 
@@ -25,34 +26,32 @@ def _dask(*args: str) -> list[str]:
 
 @pytest.fixture
 def cli_cluster(tmp_path):
+    """``dask scheduler --preload daskgen`` and two ``dask worker`` processes,
+    started and stopped by distributed's own ``popen``."""
     sched_file = str(tmp_path / "scheduler.json")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    procs = [
-        subprocess.Popen(
-            _dask(
-                "scheduler",
-                "--preload",
-                "daskgen",
-                "--scheduler-file",
-                sched_file,
-                "--port",
-                "0",
-                "--dashboard-address",
-                ":0",
-            ),
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(
+            popen(
+                _dask(
+                    "scheduler",
+                    "--preload",
+                    "daskgen",
+                    "--scheduler-file",
+                    sched_file,
+                    "--port",
+                    "0",
+                    "--dashboard-address",
+                    ":0",
+                ),
+                env=env,
+                terminate_timeout=20,
+            )
         )
-    ]
-    try:
-        deadline = time.time() + 30
-        while not os.path.exists(sched_file):
-            assert time.time() < deadline, "scheduler did not start"
-            time.sleep(0.1)
+        poll_for(lambda: os.path.exists(sched_file), 30)
         for _ in range(2):
-            procs.append(
-                subprocess.Popen(
+            stack.enter_context(
+                popen(
                     _dask(
                         "worker",
                         "--scheduler-file",
@@ -63,8 +62,7 @@ def cli_cluster(tmp_path):
                         "300MiB",
                     ),
                     env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
+                    terminate_timeout=20,
                 )
             )
         # A client without daskgen's client preload: what the scheduler's
@@ -75,15 +73,6 @@ def cli_cluster(tmp_path):
         ):
             client.wait_for_workers(2, timeout=30)
             yield client
-    finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in reversed(procs):
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
 
 
 def count(n, delay=0.0):

@@ -6,14 +6,15 @@ from __future__ import annotations
 import gc
 import os
 import random
-import signal
 import subprocess
 import sys
 import threading
 import time
 
 import pytest
+from _helpers import assert_clean, kill_worker
 from distributed import Client, Event, KilledWorker, LocalCluster, wait
+from distributed.utils_test import poll_for
 
 import daskgen
 from daskgen.exceptions import GeneratorCancelledError, ReplayInconsistentError
@@ -38,49 +39,6 @@ def nanny_client():
         assert_clean(client)
 
 
-def _scheduler_state(dask_scheduler):
-    ext = dask_scheduler.extensions["daskgen"]
-    return {
-        "tasks": len(dask_scheduler.tasks),
-        "generators": len(ext.generators),
-        "clients": sorted(dask_scheduler.clients),
-    }
-
-
-def assert_clean(client, timeout=10):
-    deadline = time.time() + timeout
-    while True:
-        state = client.run_on_scheduler(_scheduler_state)
-        data = client.run(lambda dask_worker: len(dask_worker.data))
-        drivers = client.run(
-            lambda dask_worker: (
-                len(dask_worker.extensions["daskgen"].drivers)
-                if "daskgen" in dask_worker.extensions
-                else 0
-            )
-        )
-        clean = (
-            state["tasks"] == 0
-            and state["generators"] == 0
-            and set(state["clients"]) <= {"fire-and-forget", client.id}
-            and not any(data.values())
-            and not any(drivers.values())
-        )
-        if clean:
-            return
-        if time.time() > deadline:
-            raise AssertionError(f"left behind: {state} data={data} drivers={drivers}")
-        time.sleep(0.1)
-
-
-def poll(predicate, timeout=30):
-    deadline = time.time() + timeout
-    while not predicate():
-        if time.time() > deadline:
-            raise AssertionError("condition not reached")
-        time.sleep(0.05)
-
-
 def driver_worker(client, key):
     """Address of the worker running the driver task ``key``."""
     deadline = time.time() + 10
@@ -96,12 +54,6 @@ def driver_worker(client, key):
             return addr
         time.sleep(0.05)
     raise AssertionError(f"driver {key} never started")
-
-
-def kill_worker(client, addr):
-    """SIGKILL the worker process at ``addr``; its nanny starts a new one."""
-    pid = client.run(os.getpid, workers=[addr])[addr]
-    os.kill(pid, signal.SIGKILL)
 
 
 def slow_count(n, delay):
@@ -139,7 +91,7 @@ def test_worker_killed_no_retries(nanny_client):
     other = next(w for w in c.scheduler_info()["workers"] if w != addr)
     c.replicate(refs[:1], workers=[other])  # item 0 is also held elsewhere
     kill_worker(c, addr)
-    poll(lambda refs=refs: all(r.status == "error" for r in refs[1:]))
+    poll_for(lambda refs=refs: all(r.status == "error" for r in refs[1:]), 30)
     for r in refs[1:]:
         # .exception(), not .result(): a raised exception's traceback would
         # keep the Future alive for the leak check (distributed does this too)
@@ -239,9 +191,14 @@ def test_caller_client_closes_mid_stream(nanny_client):
     gen = daskgen.submit(slow_count, 1000, 0.01, client=other)
     next(gen)
     other.close()
-    deadline = time.time() + 10
-    while c.run_on_scheduler(_scheduler_state)["generators"] and time.time() < deadline:
-        time.sleep(0.1)
+    poll_for(
+        lambda: (
+            not c.run_on_scheduler(
+                lambda dask_scheduler: dask_scheduler.extensions["daskgen"].generators
+            )
+        ),
+        10,
+    )
     history = c.run_on_scheduler(
         lambda dask_scheduler: list(dask_scheduler.extensions["daskgen"].history)
     )
@@ -297,7 +254,7 @@ def test_drop_handles_before_production(nanny_client):
             lambda dask_scheduler: dask_scheduler.extensions["daskgen"].get_info()
         )
 
-    poll(lambda: [i["state"] for i in info()] == ["finished"] * 3)
+    poll_for(lambda: [i["state"] for i in info()] == ["finished"] * 3, 30)
     assert [i["yielded"] for i in info()] == [8, 8, 8]  # all ran to their end
     del first, keep
 
@@ -359,7 +316,7 @@ def test_max_retries_counts_deaths(nanny_client):
     assert refs[0].result(timeout=30) == 1
     key = _driver_key(refs[0])
     kill_worker(c, driver_worker(c, key))
-    poll(
+    poll_for(
         lambda: (
             c.run_on_scheduler(
                 lambda dask_scheduler, k=key: (
@@ -367,11 +324,12 @@ def test_max_retries_counts_deaths(nanny_client):
                 )
             )
             == 2
-        )
+        ),
+        30,
     )
     assert refs[0].result(timeout=30) == 1  # recomputed by the re-run
     kill_worker(c, driver_worker(c, key))
-    poll(lambda refs=refs: refs[1].status == "error")
+    poll_for(lambda refs=refs: refs[1].status == "error", 30)
     exc = refs[1].exception()
     assert isinstance(exc, daskgen.GeneratorKilledError)
     assert isinstance(exc, KilledWorker)
@@ -388,7 +346,7 @@ def test_max_retries_plain_function(nanny_client):
     fut = daskgen.submit(die_in_plain, max_retries=0)
     addr = driver_worker(c, fut.key)
     kill_worker(c, addr)
-    poll(lambda fut=fut: fut.status == "error")
+    poll_for(lambda fut=fut: fut.status == "error", 30)
     # Dask's own KilledWorker: a plain task has no items whose error daskgen
     # could word (its message counts the global allowed-failures)
     assert isinstance(fut.exception(), KilledWorker)

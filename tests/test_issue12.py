@@ -22,6 +22,7 @@ from contextlib import contextmanager
 
 import pytest
 from _diag import scheduler_states  # tests/ is on sys.path
+from _helpers import wait_until
 from distributed import Client, Event, KilledWorker, LocalCluster, wait
 from distributed.utils_test import async_poll_for, gen_cluster
 
@@ -66,16 +67,6 @@ def count(path, tag="run"):
         return 0
 
 
-def poll(predicate, what, timeout=30):
-    """Wait for ``predicate``; on timeout fail saying ``what`` (str or callable)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            msg = what() if callable(what) else what
-            raise AssertionError(f"not reached within {timeout} s: {msg}")
-        time.sleep(0.05)
-
-
 def worker_addrs(c):
     return c.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.workers))
 
@@ -84,7 +75,7 @@ def kill(c, addr, n_workers):
     """SIGKILL the worker at ``addr``; return once its nanny restarted it."""
     pid = c.run(os.getpid, workers=[addr])[addr]
     os.kill(pid, signal.SIGKILL)
-    poll(
+    wait_until(
         lambda: addr not in (ws := worker_addrs(c)) and len(ws) == n_workers,
         lambda: f"worker {addr} replaced; workers now {worker_addrs(c)}",
     )
@@ -113,7 +104,7 @@ RUNNABLE = ("released", "waiting", "queued", "no-worker", "processing")
 
 def wait_driver_settled(c, key, timeout=30):
     """The driver is neither running nor about to run (so a re-run shows)."""
-    poll(
+    wait_until(
         lambda: task_state(c, key) not in RUNNABLE[1:],
         lambda: f"driver {key} still {task_state(c, key)}",
         timeout,
@@ -321,7 +312,7 @@ def test_retry_exceptions_items_valid(one_worker, tmp_path, mode):
         gen = daskgen.submit(flaky_five, runs, retry_exceptions=True)
         items = take(gen, 5)
         # no error item after the five values (next_ready: next() would not wait)
-        poll(gen.next_ready, "the stream's end")
+        wait_until(gen.next_ready, "the stream's end")
         assert list(gen) == []
     assert values(items) == [0, 10, 20, 30, 40]
     assert count(runs) == 2
@@ -434,7 +425,7 @@ def test_stream_retries_exhausted_messages(one_worker, tmp_path):
     ev = f"gate-{uuid.uuid4().hex}"
     gen = daskgen.submit(gated, runs, 5, ev, 2, max_retries=0)
     items = take(gen, 2)
-    poll(lambda: count(runs, "gate") == 1, "generator blocked after 2 yields")
+    wait_until(lambda: count(runs, "gate") == 1, "generator blocked after 2 yields")
     kill(c, worker_addrs(c)[0], 1)
     for i, f in enumerate(items):
         exc = error_of(f, f"item {i}")
@@ -457,7 +448,7 @@ def test_plain_function_killed_message(one_worker, tmp_path):
     fut = daskgen.submit(
         blocked_plain, runs, f"plain-{uuid.uuid4().hex}", max_retries=0
     )
-    poll(lambda: count(runs) == 1, "plain task started")
+    wait_until(lambda: count(runs) == 1, "plain task started")
     kill(c, worker_addrs(c)[0], 1)
     exc = error_of(fut, "the killed plain task")
     assert isinstance(exc, KilledWorker), repr(exc)
@@ -494,10 +485,10 @@ def test_is_finished_killed_stream(one_worker, tmp_path):
     runs = str(tmp_path / "runs")
     gen = daskgen.submit(gated, runs, 5, f"gate-{uuid.uuid4().hex}", 2, max_retries=0)
     items = take(gen, 2)
-    poll(lambda: count(runs, "gate") == 1, "generator blocked after 2 yields")
+    wait_until(lambda: count(runs, "gate") == 1, "generator blocked after 2 yields")
     kill(c, worker_addrs(c)[0], 1)
     error_of(gen.completed(), "completed()")
-    poll(gen.next_ready, "the stream learned that its call ended")
+    wait_until(gen.next_ready, "the stream learned that its call ended")
     assert not gen.is_finished(), "next() has not raised GeneratorKilledError yet"
     with pytest.raises(daskgen.GeneratorKilledError):
         gen.next(timeout=30)
@@ -559,7 +550,7 @@ def test_item_lost_while_generator_runs(tmp_path):
             key=key,
         )
         items = take(gen, 3)
-        poll(lambda: count(runs, "gate") == 1, "first run blocked at the gate")
+        wait_until(lambda: count(runs, "gate") == 1, "first run blocked at the gate")
         assert processing_on(c, driver) == a
         cons = c.submit(use_all, items[0], items[1], workers=[b])
         assert cons.result(timeout=30) == [0, 10]
@@ -568,9 +559,9 @@ def test_item_lost_while_generator_runs(tmp_path):
         # Keep B's one thread busy so that the re-run goes to another worker.
         blocker = c.submit(wait_event, busy, workers=[b], pure=False)
         bkey = blocker.key
-        poll(lambda: processing_on(c, bkey) == b, "blocker running on B")
+        wait_until(lambda: processing_on(c, bkey) == b, "blocker running on B")
         kill(c, a, 3)
-        poll(lambda: count(runs, "gate") == 2, "re-run blocked at the gate")
+        wait_until(lambda: count(runs, "gate") == 2, "re-run blocked at the gate")
         rerun_on = processing_on(c, driver)
         assert rerun_on not in (a, b, None), (rerun_on, a, b)
         del blocker, cons
@@ -592,7 +583,7 @@ def test_item_lost_while_generator_runs(tmp_path):
         Event(gate).set()
         rest = take(gen, 3)
         assert values(items[2:] + rest) == [20, 30, 40, 50]
-        poll(gen.next_ready, "the stream's end")
+        wait_until(gen.next_ready, "the stream's end")
         assert list(gen) == []
         Event(busy).set()
 
@@ -620,7 +611,7 @@ def test_rerun_where_items_already_are(tmp_path):
             key=key,
         )
         assert values(items[:12]) == [i * 10 for i in range(12)]
-        poll(lambda: count(runs, "gate") == 1, "first run blocked at the gate")
+        wait_until(lambda: count(runs, "gate") == 1, "first run blocked at the gate")
         assert processing_on(c, driver) == a
         uses = [c.submit(identity, items[i], workers=[y]) for i in range(8)]
         assert values(uses) == [i * 10 for i in range(8)]
@@ -628,7 +619,7 @@ def test_rerun_where_items_already_are(tmp_path):
         assert all(y in who_has[f.key] for f in items[:8]), who_has
         del uses
         kill(c, a, 2)
-        poll(lambda: count(runs, "gate") == 2, "re-run blocked at the gate")
+        wait_until(lambda: count(runs, "gate") == 2, "re-run blocked at the gate")
         assert processing_on(c, driver) == y, "the re-run did not land on Y"
         Event(gate).set()
         assert values(items) == [i * 10 for i in range(20)]
@@ -658,7 +649,7 @@ def test_cancel_call_not_running(one_worker, how):
         gen = daskgen.submit(
             counted, os.devnull, 3, workers=NOWHERE, key=key, client=other
         )
-    poll(
+    wait_until(
         lambda: task_state(c, driver) == "no-worker",
         lambda: f"driver state {task_state(c, driver)}",
         10,
@@ -669,7 +660,7 @@ def test_cancel_call_not_running(one_worker, how):
         with pytest.raises(daskgen.GeneratorCancelledError):
             gen.next(timeout=5)
         # The handle may keep its driver's (cancelled) Future; nothing runnable.
-        poll(
+        wait_until(
             lambda: not pseudo_clients(c) and task_state(c, driver) not in RUNNABLE,
             lambda: (
                 f"driver {task_state(c, driver)}, pseudo-clients {pseudo_clients(c)}"
@@ -687,7 +678,7 @@ def test_cancel_call_not_running(one_worker, how):
     else:
         other.close()
         del gen
-    poll(
+    wait_until(
         lambda: not call_keys(c, key) and not pseudo_clients(c),
         lambda: f"left: tasks {call_keys(c, key)}, pseudo-clients {pseudo_clients(c)}",
         10,

@@ -38,7 +38,6 @@ gated with ``distributed.Event``, never with sleeps.
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import os
 import shutil
@@ -54,6 +53,7 @@ from typing import Any
 import _netns  # tests/_netns.py (tests/ is on sys.path, as for every test module)
 import pytest
 from _diag import scheduler_states  # tests/ is on sys.path
+from _helpers import assert_clean, wait_until
 from distributed import Client, Event, KilledWorker, get_worker, wait
 
 import daskgen
@@ -66,17 +66,6 @@ MiB = 2**20
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def wait_for(predicate: Callable[[], Any], what: Any, timeout: float = 30) -> Any:
-    """Poll ``predicate`` until it is truthy; on timeout fail saying ``what``."""
-    deadline = time.monotonic() + timeout
-    while not (result := predicate()):
-        if time.monotonic() > deadline:
-            msg = what() if callable(what) else what
-            raise AssertionError(f"not within {timeout} s: {msg}")
-        time.sleep(0.05)
-    return result
 
 
 def _skip_reason() -> str | None:
@@ -174,7 +163,7 @@ class Cluster:
                 s.settimeout(1)
                 return s.connect_ex((ip, port)) == 0
 
-        wait_for(up, lambda: f"scheduler not listening on {ip}:{port}\n{proc.tail()}")
+        wait_until(up, lambda: f"scheduler not listening on {ip}:{port}\n{proc.tail()}")
 
     def logs(self, lines: int = 40) -> str:
         return "\n".join(p.tail(lines) for p in self.procs)
@@ -205,43 +194,6 @@ def worker_addrs(client: Client) -> list[str]:
     """The workers the scheduler knows now."""
     return client.run_on_scheduler(
         lambda dask_scheduler: sorted(dask_scheduler.workers)
-    )
-
-
-def scheduler_state(dask_scheduler: Any) -> dict[str, Any]:
-    ext = dask_scheduler.extensions["daskgen"]
-    return {
-        "tasks": sorted(str(k) for k in dask_scheduler.tasks),
-        "generators": sorted(ext.generators),
-        "pseudo_clients": sorted(
-            c for c in dask_scheduler.clients if c.startswith("daskgen-")
-        ),
-    }
-
-
-def worker_state(dask_worker: Any) -> dict[str, int]:
-    ext = dask_worker.extensions.get("daskgen")
-    return {
-        "data": len(dask_worker.data),
-        "drivers": len(ext.drivers) if ext is not None else 0,
-    }
-
-
-def assert_clean(client: Client, timeout: float = 30) -> None:
-    """No task, generator state, pseudo-client, stored value or driver left."""
-    gc.collect()
-    last: list[Any] = []
-
-    def clean() -> bool:
-        s = client.run_on_scheduler(scheduler_state)
-        w = client.run(worker_state)
-        last[:] = [s, w]
-        return not any(s.values()) and not any(any(v.values()) for v in w.values())
-
-    wait_for(
-        clean,
-        lambda: f"state left behind: scheduler {last[0]}, workers {last[1]}",
-        timeout,
     )
 
 
@@ -529,7 +481,7 @@ def test_unproduced_static_item_dependency_on_third_host(logs_on_failure, gates)
         states = c.run_on_scheduler(task_states, keys=keys)
         return states if states[0] is not None else None
 
-    states = wait_for(known, f"the scheduler never got the task {dep.key!r}")
+    states = wait_until(known, f"the scheduler never got the task {dep.key!r}")
     # the item is not produced yet: released, or waiting now that a task needs it
     assert states[0] == "waiting" and states[1] in ("released", "waiting"), states
     assert dep.status == "pending" and items[1].status == "pending"
@@ -565,7 +517,7 @@ def test_worker_sigkilled_mid_stream(logs_on_failure, gates):
     pid = c.run(os.getpid, workers=[victim])[victim]
     assert _netns.run("ip", "netns", "identify", str(pid)).strip() == a.ns
     a.run("kill", "-KILL", str(pid))
-    wait_for(
+    wait_until(
         lambda: victim not in worker_addrs(c),
         f"the scheduler still lists the killed worker {victim}",
     )

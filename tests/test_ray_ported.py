@@ -35,6 +35,7 @@ from collections import Counter
 import numpy as np
 import pytest
 from _diag import scheduler_states  # tests/ is on sys.path
+from _helpers import assert_clean, async_assert_clean, kill_worker
 from distributed import (
     Client,
     Event,
@@ -79,64 +80,6 @@ def nanny_cluster(n_workers=1):
         Client(cluster) as client,
     ):
         yield client
-
-
-def _scheduler_state(dask_scheduler):
-    ext = dask_scheduler.extensions["daskgen"]
-    return {
-        "tasks": sorted(map(str, dask_scheduler.tasks)),
-        "generators": len(ext.generators),
-        "clients": sorted(dask_scheduler.clients),
-    }
-
-
-def assert_clean(client, timeout=15, allow_keys=()):
-    """No daskgen state, keys or data left (Ray's assert_no_leak / list_objects)."""
-    gc.collect()
-    allow = {str(k) for k in allow_keys}
-    state = data = None
-
-    def clean():
-        nonlocal state, data
-        state = client.run_on_scheduler(_scheduler_state)
-        data = client.run(lambda dask_worker: sorted(map(str, dask_worker.data)))
-        return (
-            set(state["tasks"]) <= allow
-            and state["generators"] == 0
-            and all(set(d) <= allow for d in data.values())
-        )
-
-    poll_for(
-        clean,
-        timeout,
-        fail_func=lambda: print(f"left behind: {state}, worker data {data}"),
-    )
-
-
-async def async_assert_clean(c, s, *workers, allow_keys=()):
-    gc.collect()
-    allow = {str(k) for k in allow_keys}
-    ext = s.extensions["daskgen"]
-    await async_poll_for(
-        lambda: {str(k) for k in s.tasks} <= allow,
-        30,  # a busy machine is slow, not leaky: the message names what is left
-        fail_func=lambda: print(
-            "tasks left:", {k: ts.state for k, ts in s.tasks.items()}
-        ),
-    )
-    await async_poll_for(lambda: not ext.generators, 30)
-    for w in workers:
-        await async_poll_for(
-            lambda w=w: {str(k) for k in w.data} <= allow,
-            30,
-            fail_func=lambda w=w: print("data left on", w.address, list(w.data)),
-        )
-
-
-def kill_worker(client, addr, sig=signal.SIGKILL):
-    """Kill the worker process at ``addr``; its nanny starts a new one."""
-    pid = client.run(os.getpid, workers=[addr])[addr]
-    os.kill(pid, sig)
 
 
 def _drivers(dask_worker):

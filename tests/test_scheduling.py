@@ -10,9 +10,9 @@ worker the driver had first been assigned to).
 from __future__ import annotations
 
 import pytest
+from _helpers import async_assert_clean  # tests/ is on sys.path
 from distributed import Event, Worker
 from distributed.utils_test import async_poll_for, gen_cluster
-from test_ray_ported import async_assert_clean  # tests/ is on sys.path
 
 import daskgen
 
