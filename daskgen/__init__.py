@@ -14,17 +14,18 @@ Examples
 from __future__ import annotations
 
 from daskgen import _config  # noqa: F401  (registers daskgen.* config defaults)
+from daskgen.actors import ActorClass, ActorHandle, actor, remote
 from daskgen.client import (
     DynamicFuture,
     FutureGenerator,
     RemoteFunction,
     StreamStatus,
     install,
-    remote,
     submit,
 )
 from daskgen.collections import as_array, as_bag, as_dataframe
 from daskgen.exceptions import (
+    ActorDiedError,
     DaskgenError,
     GeneratorCancelledError,
     GeneratorKilledError,
@@ -42,6 +43,9 @@ from daskgen.worker import GeneratorWorkerPlugin, print
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActorClass",
+    "ActorDiedError",
+    "ActorHandle",
     "DaskgenError",
     "DynamicFuture",
     "FutureGenerator",
@@ -56,6 +60,7 @@ __all__ = [
     "ReplayInconsistentError",
     "StreamStatus",
     "StreamTimeoutError",
+    "actor",
     "as_array",
     "as_bag",
     "as_dataframe",

@@ -23,12 +23,17 @@ if TYPE_CHECKING:
 __all__ = [
     "Task",
     "TaskRef",
+    "actor_executor",
+    "actor_parts",
+    "event_loop",
+    "actor_instance",
     "clean_exception",
     "complete_items",
     "detach",
     "create_item",
     "driver_run_id",
     "fail_future",
+    "fail_task",
     "free_local",
     "held_nbytes",
     "future_state",
@@ -188,6 +193,31 @@ def drop_idle_client(scheduler: Scheduler, client: str) -> None:
         del scheduler.clients[client]
 
 
+def fail_task(scheduler: Scheduler, key: Any, exc: BaseException) -> bool:
+    """Err a task that waits for a worker it cannot have (``no-worker``,
+    ``queued``) as if it had raised ``exc``: Dask then errs its dependents,
+    also those that come later. False if it is in another state."""
+    from distributed.protocol import pickle
+
+    ts = scheduler.tasks.get(key)
+    if ts is None or ts.state not in ("no-worker", "queued"):
+        return False
+    stimulus_id = f"daskgen-fail-{time()}"
+    recs, client_msgs, worker_msgs = scheduler._transition(
+        key,
+        "erred",
+        stimulus_id,
+        cause=key,
+        exception=pickle.dumps(exc),
+        traceback=None,
+        exception_text=f"{type(exc).__name__}: {exc}",
+        traceback_text="",
+    )
+    scheduler._transitions(recs, client_msgs, worker_msgs, stimulus_id)
+    scheduler.send_all(client_msgs, worker_msgs)
+    return True
+
+
 def set_retries(ts: TaskState, value: int) -> None:
     """How many more times Dask re-runs the task when it errs."""
     ts.retries = value
@@ -206,6 +236,33 @@ def free_local(worker: Worker, keys: list[Any], stimulus_id: str) -> None:
 def worker_task_state(worker: Worker, key: Any) -> str | None:
     ts = worker.state.tasks.get(key)
     return None if ts is None else str(ts.state)
+
+
+def actor_instance(worker: Worker, key: Any) -> Any:
+    """The object of the Dask actor ``key`` on this worker, or None."""
+    return worker.state.actors.get(key)
+
+
+def actor_executor(worker: Worker) -> Any:
+    """The worker's thread for actor methods (one thread: Dask runs an
+    actor's sync methods there, one at a time)."""
+    return worker.executors["actor"]
+
+
+def event_loop(worker: Worker) -> Any:
+    """The asyncio loop of the worker's event loop (where Dask runs actors'
+    coroutine methods)."""
+    return cast(Any, worker.loop).asyncio_loop
+
+
+def actor_parts(proxy: Any) -> tuple[Any, Any, Any, Any]:
+    """``(class, worker address, key, client)`` of a ``distributed.Actor`` proxy
+    (Nones for anything else)."""
+    from distributed.actor import Actor
+
+    if not isinstance(proxy, Actor):
+        return None, None, None, None
+    return proxy._cls, proxy._address, proxy.key, proxy._client
 
 
 def held_nbytes(worker: Worker, key: Any) -> int:

@@ -119,6 +119,7 @@ class CallSpec:
     num_returns: int | None = None  # static calls
     backpressure: int | None = None  # streaming calls
     end_key: str | None = None  # streaming and dynamic: the call's end marker
+    actor: str | None = None  # a method of this Dask actor (its key)
     # Worker side only (classes are not sent in the annotation).
     retry_exceptions: bool | tuple[type[BaseException], ...] = field(
         default=False, compare=False
@@ -145,6 +146,7 @@ class CallSpec:
             "num_returns": self.num_returns,
             "backpressure": self.backpressure,
             "end": self.end_key,
+            "actor": self.actor,
         }
 
     @classmethod
@@ -159,4 +161,5 @@ class CallSpec:
             num_returns=meta.get("num_returns"),
             backpressure=meta.get("backpressure"),
             end_key=meta.get("end"),
+            actor=meta.get("actor"),
         )

@@ -40,7 +40,7 @@ from daskgen.exceptions import (
     killed_error,
 )
 from daskgen.scheduler import GeneratorSchedulerPlugin
-from daskgen.worker import run_driver
+from daskgen.worker import ActorMethod, run_driver
 
 NumReturns: TypeAlias = "int | Literal['streaming', 'dynamic'] | None"
 Timeout: TypeAlias = "float | str | timedelta | None"
@@ -207,6 +207,8 @@ def _default_client() -> Client:
 
 
 def _is_generator_function(func: Any) -> bool:
+    if isinstance(func, ActorMethod):
+        return func.is_generator
     while isinstance(func, functools.partial):
         func = func.func
     func = inspect.unwrap(func)
@@ -396,6 +398,7 @@ def submit(
         num_returns=n,
         backpressure=backpressure,
         end_key=end_key if has_end else None,
+        actor=func.actor_key if isinstance(func, ActorMethod) else None,
         retry_exceptions=_retry_spec(retry_exceptions),
     )
     ext = _extension(client)

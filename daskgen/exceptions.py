@@ -24,6 +24,7 @@ from typing import Any
 from distributed import KilledWorker
 
 __all__ = [
+    "ActorDiedError",
     "DaskgenError",
     "GeneratorCancelledError",
     "GeneratorKilledError",
@@ -109,6 +110,20 @@ class ItemLostError(_KilledWorkerMessage):
     the item is gone. A :class:`distributed.KilledWorker`, so code catching
     Dask's error for dead workers catches it too.
     """
+
+
+class ActorDiedError(_KilledWorkerMessage):
+    """The actor is gone with its worker (Ray: ``ActorDiedError``). Dask does
+    not restart actors: every call of it, running or not, raises this."""
+
+
+def actor_died_error(actor: str, name: str, worker: Any) -> ActorDiedError:
+    return ActorDiedError(
+        f"actor {actor!r} (call {name!r}) was lost with its worker {worker}: Dask "
+        "does not restart actors, so the actor and its state are gone. Create a "
+        "new actor (Cls.remote(...) or client.submit(Cls, actor=True)) and call it "
+        "again."
+    )
 
 
 def killed_error(

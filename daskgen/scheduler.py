@@ -33,7 +33,7 @@ from daskgen._core import (
     completed,
 )
 from daskgen._rules import End, Item, ItemView
-from daskgen.exceptions import killed_error
+from daskgen.exceptions import actor_died_error, killed_error
 from daskgen.worker import GeneratorWorkerPlugin
 
 if TYPE_CHECKING:
@@ -68,8 +68,9 @@ class GenState:
     final: int | None = None  # item count of an attempt that ran to its end
     taken: int = 0
     released: int = 0
-    abandoned: bool = False
-    cancelled: bool = False
+    # Requests and events, not states (``state`` says where the call is):
+    abandoned: bool = False  # the caller dropped its handle: drop items as produced
+    cancelled: bool = False  # a cancel was asked for: the state follows when it stops
     nbytes: int = 0
     started: float | None = None
     stopped: float | None = None
@@ -78,8 +79,9 @@ class GenState:
     paused_total: float = 0.0
     error: str | None = None
     raised: bool = False  # the last run raised: a stream ends with an error item
-    ended: bool = False
+    ended: bool = False  # the handle was told the call ended (told once)
     declared: int = 0  # static items created so far
+    actor_worker: str | None = None  # an actor call: where its actor lives
     _spec: Any = None
 
     @classmethod
@@ -179,6 +181,7 @@ class GenState:
             "paused_seconds": paused,
             "error": self.error,
             "submitted": self.submitted,
+            "actor": self.spec.actor,
         }
 
 
@@ -281,6 +284,10 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
                 self.plain[key] = spec.max_retries
                 continue
             g = GenState.from_spec(spec, key)
+            if spec.actor is not None:
+                g.actor_worker = self._actor_worker(g)
+                if g.actor_worker is None:  # the actor died before the call came
+                    asyncio.get_running_loop().call_soon(self._fail_actor_call, g, None)
             self.generators[g.gen_id] = g
             self.by_driver[key] = g
             self.by_prefix[g.prefix] = g
@@ -677,10 +684,25 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         self._release_pseudo(g)
 
     def _cancel_not_started(self, g: GenState, dts: TaskState) -> None:
+        from daskgen.exceptions import GeneratorCancelledError
+
+        exc = GeneratorCancelledError(
+            f"generator call {g.name!r} was cancelled before it started "
+            f"(its task {g.driver!r} was {dts.state})"
+        )
+        self._fail_not_started(g, dts, exc, State.CANCELLED, "cancelled")
+
+    def _fail_not_started(
+        self, g: GenState, dts: TaskState, exc: BaseException, state: State, end: str
+    ) -> None:
+        """A call whose driver never ran (and never will): its Futures that the
+        caller holds and that are not done err with ``exc``, and the keys are
+        released."""
         s = self.scheduler
         assert s is not None
-        g.state = State.CANCELLED
+        g.state = state
         g.stopped = time.time()
+        g.error = g.error or f"{type(exc).__name__}: {exc}"
         keys = [
             ts.key
             for ts in dts.dependents
@@ -690,30 +712,57 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         if g.client in s.clients and keys:
             from distributed.protocol import pickle
 
-            from daskgen.exceptions import GeneratorCancelledError
-
-            exc = pickle.dumps(
-                GeneratorCancelledError(
-                    f"generator call {g.name!r} was cancelled before it started "
-                    f"(its task {g.driver!r} was {dts.state})"
-                )
-            )
+            blob = pickle.dumps(exc)
             for key in keys:
                 s.client_send(
                     g.client,
                     {
                         "op": "task-erred",
                         "key": key,
-                        "exception": exc,
+                        "exception": blob,
                         "traceback": None,
                     },
                 )
-            self._send_end(g, "cancelled")
+            self._send_end(g, end)
             s.client_releases_keys(
                 keys=keys,
                 client=g.client,
-                stimulus_id=f"daskgen-cancel-{time.time()}",
+                stimulus_id=f"daskgen-{state.value}-{time.time()}",
             )
+
+    # ----------------------------------------------------------------- actors
+
+    def _actor_worker(self, g: GenState) -> str | None:
+        """Where the call's actor lives (None: it is gone)."""
+        s = self.scheduler
+        ats = s.tasks.get(g.spec.actor) if s is not None and g.spec.actor else None
+        if ats is None or ats.state != "memory" or not ats.who_has:
+            return None
+        return str(next(iter(ats.who_has)).address)
+
+    def _fail_actor_call(self, g: GenState, worker: str | None) -> None:
+        """The call's actor is gone (Dask does not restart actors): a call that
+        has not started errs with ActorDiedError. (A running one errs when its
+        worker's death is handled: see _explain_killed.)"""
+        s = self.scheduler
+        dts = s.tasks.get(g.driver) if s is not None else None
+        if dts is None or g.state in ENDED:
+            return
+        assert s is not None
+        exc = actor_died_error(str(g.spec.actor), g.name, worker)
+        if not _compat.fail_task(s, g.driver, exc) and dts.state in (
+            "waiting",
+            "released",
+        ):
+            # not placed yet (it waits for its inputs): try again shortly
+            asyncio.get_running_loop().call_later(0.1, self._fail_actor_call, g, worker)
+
+    def remove_worker(self, scheduler: Scheduler, worker: str, **kwargs: Any) -> None:
+        gone = [g for g in self.generators.values() if g.actor_worker == worker]
+        if gone:
+            loop = asyncio.get_running_loop()
+            for g in gone:
+                loop.call_soon(self._fail_actor_call, g, worker)
 
     # ------------------------------------------------------------------- hooks
 
@@ -968,11 +1017,15 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         if ts is None or cast(Any, ts.exception) is not exc:
             return None
         g.deaths += 1
-        new = killed_error(
-            g.name, g.driver, g.deaths, g.max_retries, kw.get("worker"), g.attempts
-        )
+        new: Exception
+        if g.spec.actor is not None:
+            new = actor_died_error(g.spec.actor, g.name, kw.get("worker"))
+        else:
+            new = killed_error(
+                g.name, g.driver, g.deaths, g.max_retries, kw.get("worker"), g.attempts
+            )
         _compat.replace_exception(ts, new)
-        return f"GeneratorKilledError: {new}"
+        return f"{type(new).__name__}: {new}"
 
     def _err_unproduced(self, g: GenState) -> None:
         """Items never produced (still released) err with the driver's error,

@@ -37,6 +37,7 @@ from distributed.utils import log_errors
 from daskgen import _compat, _config
 from daskgen._core import PLUGIN_NAME, CallSpec, Op, print_topic
 from daskgen.exceptions import (
+    ActorDiedError,
     GeneratorCancelledError,
     NumReturnsError,
     ReplayInconsistentError,
@@ -691,6 +692,106 @@ def run_driver(
         current_call.reset(token)
         if plugin.drivers.get(driver.gen_id) is driver:
             del plugin.drivers[driver.gen_id]
+
+
+# --------------------------------------------------------------------- actors
+
+
+class ActorMethod:
+    """What an actor call's task runs: ``method`` of the actor ``actor_key``,
+    on the worker that holds the actor (daskgen restricts the task to it).
+
+    The instance is the one Dask keeps for the actor. Each step runs where
+    Dask runs that actor's own method calls, so daskgen's calls and Dask's
+    (``actor.method()``) never run the actor's code at the same time:
+
+    - a sync method, and each step (``next()``) of a sync generator method,
+      in the worker's actor thread (one per worker, as for Dask actors);
+    - a coroutine method, and each step of an async generator method, on
+      the worker's event loop.
+
+    Between steps nothing is held: two streams of one actor interleave at
+    their yields, and a stream paused by backpressure lets other calls run.
+    """
+
+    def __init__(
+        self, actor_key: str, method: str, cls_name: str, is_generator: bool
+    ) -> None:
+        self.actor_key = actor_key
+        self.method = method
+        self.is_generator = is_generator
+        self.__name__ = f"{cls_name}.{method}"
+
+    def __repr__(self) -> str:
+        return f"<daskgen.ActorMethod {self.__name__} of {self.actor_key}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        worker = get_worker()
+        instance = _compat.actor_instance(worker, self.actor_key)
+        if instance is None:
+            raise ActorDiedError(
+                f"actor {self.actor_key!r} is not on worker {worker.address} any "
+                "more: its worker restarted, or the actor was released. Dask does "
+                "not restart actors; create a new one."
+            )
+        method = getattr(instance, self.method)
+        ctx = contextvars.copy_context()  # daskgen.print's call, in every step
+        loop = _compat.event_loop(worker)
+        if inspect.isasyncgenfunction(method):
+            return _steps_on_loop(method(*args, **kwargs), loop)
+        if inspect.isgeneratorfunction(method):
+            return _steps_in_thread(method(*args, **kwargs), worker, ctx)
+        if inspect.iscoroutinefunction(method):
+            return asyncio.run_coroutine_threadsafe(
+                method(*args, **kwargs), loop
+            ).result()
+        return (
+            _compat.actor_executor(worker)
+            .submit(ctx.run, method, *args, **kwargs)
+            .result()
+        )
+
+
+def _step(gen: Iterator[Any]) -> tuple[bool, Any]:
+    try:
+        return False, next(gen)
+    except StopIteration:
+        return True, None
+
+
+def _steps_in_thread(gen: Any, worker: Worker, ctx: contextvars.Context) -> Any:
+    """``gen``, each step run in the worker's actor thread."""
+    executor = _compat.actor_executor(worker)
+    try:
+        while True:
+            done, value = executor.submit(ctx.run, _step, gen).result()
+            if done:
+                return
+            yield value
+            del value
+    finally:
+        executor.submit(ctx.run, gen.close).result()
+
+
+async def _anext(agen: Any) -> tuple[bool, Any]:
+    try:
+        return False, await agen.__anext__()
+    except StopAsyncIteration:
+        return True, None
+
+
+def _steps_on_loop(agen: Any, loop: asyncio.AbstractEventLoop) -> Any:
+    """``agen``, each step run on the worker's event loop (from this thread:
+    the step's task copies this thread's context, daskgen.print's call too)."""
+    try:
+        while True:
+            done, value = asyncio.run_coroutine_threadsafe(_anext(agen), loop).result()
+            if done:
+                return
+            yield value
+            del value
+    finally:
+        asyncio.run_coroutine_threadsafe(agen.aclose(), loop).result()
 
 
 def print(*args: Any, sep: str = " ", end: str = "\n", file: Any = None) -> None:

@@ -65,9 +65,13 @@ def _scheduler_state(dask_scheduler: Any, client_id: str) -> dict[str, Any]:
     return {
         "tasks": sorted(map(str, dask_scheduler.tasks)),
         "generators": sorted(ext.generators) if ext is not None else [],
-        # daskgen's per-call pseudo-clients, or any other client left
+        # daskgen's per-call pseudo-clients, or any other client left (but a
+        # worker's own client, which get_client() in a task starts)
         "clients": sorted(
-            c for c in dask_scheduler.clients if c not in ("fire-and-forget", client_id)
+            c
+            for c in dask_scheduler.clients
+            if c not in ("fire-and-forget", client_id)
+            and not c.startswith("Client-worker-")
         ),
     }
 
@@ -77,6 +81,7 @@ def _worker_state(dask_worker: Any) -> dict[str, Any]:
     return {
         "data": sorted(map(str, dask_worker.data)),
         "drivers": sorted(ext.drivers) if ext is not None else [],
+        "actors": sorted(map(str, dask_worker.state.actors)),
     }
 
 
@@ -90,8 +95,9 @@ def _left(s: dict[str, Any], ws: dict[str, dict[str, Any]], allow: set[str]) -> 
         left["clients"] = s["clients"]
     for addr, w in ws.items():
         data = [k for k in w["data"] if k not in allow]
-        if data or w["drivers"]:
-            left[addr] = {"data": data, "drivers": w["drivers"]}
+        actors = [k for k in w["actors"] if k not in allow]
+        if data or w["drivers"] or actors:
+            left[addr] = {"data": data, "drivers": w["drivers"], "actors": actors}
     return left
 
 

@@ -48,3 +48,15 @@ def test_stream_array_small():
     out = run("stream_array.py", "--small")
     assert ": match" in out
     assert "peak worker RSS" in out
+
+
+def test_actor_stream():
+    out = run("actor_stream.py", "--requests", "3", "--tokens", "8")
+    lines = out.splitlines()
+    served = [ln for ln in lines if ln.startswith("request ")]
+    assert len(served) == 3
+    for ln in served:
+        assert ": 8 tokens, first after " in ln and "tokens/s" in ln
+    # one actor: the three requests stream from it at once
+    assert "3 concurrent requests, 24 tokens in" in out
+    assert lines[-1] == "the actor served 3 requests"
