@@ -120,6 +120,9 @@ class CallSpec:
     backpressure: int | None = None  # streaming calls
     end_key: str | None = None  # streaming and dynamic: the call's end marker
     actor: str | None = None  # a method of this Dask actor (its key)
+    # An actor's streams together hold at most this many items yielded and
+    # not taken (ActorClass.options(max_pending=...)).
+    actor_limit: int | None = None
     # Worker side only (classes are not sent in the annotation).
     retry_exceptions: bool | tuple[type[BaseException], ...] = field(
         default=False, compare=False
@@ -127,6 +130,12 @@ class CallSpec:
 
     def item_key(self, index: int) -> tuple[str, int]:
         return item_key(self.prefix, index)
+
+    @property
+    def granted(self) -> bool:
+        """A stream whose limit the scheduler grants from its actor's budget:
+        its driver waits for a first grant before its first yield."""
+        return self.actor_limit is not None and self.mode is Mode.STREAMING
 
     @property
     def pseudo_client(self) -> str:
@@ -147,6 +156,7 @@ class CallSpec:
             "backpressure": self.backpressure,
             "end": self.end_key,
             "actor": self.actor,
+            "actor_limit": self.actor_limit,
         }
 
     @classmethod
@@ -162,4 +172,5 @@ class CallSpec:
             backpressure=meta.get("backpressure"),
             end_key=meta.get("end"),
             actor=meta.get("actor"),
+            actor_limit=meta.get("actor_limit"),
         )

@@ -25,7 +25,9 @@ __all__ = [
     "classify",
     "end_outcome",
     "limit",
+    "held",
     "pause_step",
+    "share",
 ]
 
 
@@ -161,6 +163,33 @@ def end_outcome(
 def limit(taken: int, backpressure: int | None) -> int | None:
     """Highest index + 1 a stream may yield before its consumer takes more."""
     return None if backpressure is None else taken + backpressure
+
+
+def share(free: int, wants: list[int | None], holds: list[int]) -> list[int]:
+    """Split an actor's ``free`` budget among its streams, fairly: one item at
+    a time to the stream that holds least (the oldest first among equals),
+    each up to what it wants (None: no limit of its own).
+
+    A stream's grant is its limit minus what its consumer took; the grants of
+    one actor's streams never add up to more than its ``max_pending``.
+    """
+    out = [0] * len(wants)
+    level = list(holds)
+    while free > 0:
+        able = [i for i, w in enumerate(wants) if w is None or out[i] < w]
+        if not able:
+            break
+        i = min(able, key=lambda j: (level[j], j))
+        out[i] += 1
+        level[i] += 1
+        free -= 1
+    return out
+
+
+def held(limit: int, taken: int, produced: int, ended: bool) -> int:
+    """What a stream holds of its actor's budget: its grant (``limit - taken``)
+    while it runs; once ended, the items it yielded and nobody took."""
+    return max((produced if ended else limit) - taken, 0)
 
 
 class Pause(Enum):

@@ -38,14 +38,14 @@ from typing import Any
 from distributed import Client, Future
 
 from daskgen import _compat
-from daskgen.client import _default_client, submit
+from daskgen.client import _SUBMIT_OPTIONS, _default_client, submit
 from daskgen.exceptions import actor_died_error
 from daskgen.worker import ActorMethod
 
 __all__ = ["ActorClass", "ActorHandle", "ActorMethodCaller", "actor", "remote"]
 
 #: Options of ``Cls.options(...)``: where the actor is created.
-_ACTOR_OPTIONS = {"client", "workers", "resources", "key"}
+_ACTOR_OPTIONS = {"client", "workers", "resources", "key", "max_pending"}
 #: Options of ``handle.method.options(...)``.
 _METHOD_OPTIONS = {"num_returns", "backpressure", "priority", "key"}
 
@@ -54,6 +54,7 @@ def remote(func: Any = None, **options: Any) -> Any:
     """Ray's decorator: on a function, :func:`daskgen.client.remote`; on a
     class, an :class:`ActorClass` (``Cls.remote(...)`` creates an actor)."""
     if func is None:
+        _unknown(options, _SUBMIT_OPTIONS | _ACTOR_OPTIONS, "@daskgen.remote")
         return lambda f: remote(f, **options)
     if inspect.isclass(func):
         return ActorClass(func, **options)
@@ -100,8 +101,9 @@ class ActorClass:
         :class:`ActorHandle` (with an asynchronous client, an awaitable)."""
         opts = dict(self._options)
         client = opts.pop("client", None) or _default_client()
+        max_pending = opts.pop("max_pending", None)
         fut = client.submit(self._cls, *args, actor=True, pure=False, **opts, **kwargs)
-        return actor(fut, client=client)
+        return actor(fut, client=client, max_pending=max_pending)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         name = self._cls.__name__
@@ -114,17 +116,31 @@ class ActorClass:
         return f"<daskgen.ActorClass {self._cls.__name__}>"
 
 
-def actor(x: Any, client: Client | None = None) -> Any:
+def actor(x: Any, client: Client | None = None, max_pending: int | None = None) -> Any:
     """An :class:`ActorHandle` for a Dask actor: the Future of
     ``client.submit(Cls, actor=True)``, or the ``Actor`` it gives.
 
-    With an asynchronous client this returns an awaitable.
+    ``max_pending``: the actor's streams (through this handle) together hold
+    at most this many items yielded and not yet taken; a stream then waits
+    for its consumer, or for the other streams' consumers, before it yields
+    more (each stream's own ``backpressure=`` applies too). With an
+    asynchronous client this returns an awaitable.
     """
+    if max_pending is not None and (
+        not isinstance(max_pending, int)
+        or isinstance(max_pending, bool)
+        or max_pending < 1
+    ):
+        raise ValueError(
+            f"max_pending={max_pending!r} is not valid: it is how many items the "
+            "actor's streams may hold yielded and not taken, an int >= 1, e.g. "
+            "max_pending=16."
+        )
     if isinstance(x, Future):
         client = client or x.client
         if client.asynchronous:
-            return _actor_async(x, client)
-        return _handle(x, x.result(), client)
+            return _actor_async(x, client, max_pending)
+        return _handle(x, x.result(), client, max_pending)
     cls, _, key, bound = _compat.actor_parts(x)
     if cls is None:
         raise TypeError(
@@ -132,16 +148,20 @@ def actor(x: Any, client: Client | None = None) -> Any:
             f"Actor it gives, not {type(x).__name__}"
         )
     client = client or bound or _default_client()
-    return actor(Future(key, client), client=client)
+    return actor(Future(key, client), client=client, max_pending=max_pending)
 
 
-async def _actor_async(fut: Future[Any], client: Client) -> ActorHandle:
-    return _handle(fut, await fut, client)
+async def _actor_async(
+    fut: Future[Any], client: Client, max_pending: int | None
+) -> ActorHandle:
+    return _handle(fut, await fut, client, max_pending)
 
 
-def _handle(fut: Future[Any], proxy: Any, client: Client) -> ActorHandle:
+def _handle(
+    fut: Future[Any], proxy: Any, client: Client, max_pending: int | None
+) -> ActorHandle:
     cls, address, _, _ = _compat.actor_parts(proxy)
-    return ActorHandle(fut, cls, address, client)
+    return ActorHandle(fut, cls, address, client, max_pending)
 
 
 class ActorHandle:
@@ -151,11 +171,19 @@ class ActorHandle:
     ``handle.actor`` is Dask's own ``Actor`` proxy, for Dask's calls.
     """
 
-    def __init__(self, future: Future[Any], cls: type, worker: str, client: Client):
+    def __init__(
+        self,
+        future: Future[Any],
+        cls: type,
+        worker: str,
+        client: Client,
+        max_pending: int | None = None,
+    ) -> None:
         self.future = future
         self.cls = cls
         self.worker = worker  # the actor never moves
         self.client = client
+        self.max_pending = max_pending
 
     @property
     def key(self) -> str:
@@ -221,7 +249,7 @@ class ActorMethodCaller:
         is_gen = inspect.isgeneratorfunction(method) or inspect.isasyncgenfunction(
             method
         )
-        func = ActorMethod(h.key, self._name, h.cls.__name__, is_gen)
+        func = ActorMethod(h.key, self._name, h.cls.__name__, is_gen, h.max_pending)
         return submit(
             func,
             *args,

@@ -399,6 +399,7 @@ def submit(
         backpressure=backpressure,
         end_key=end_key if has_end else None,
         actor=func.actor_key if isinstance(func, ActorMethod) else None,
+        actor_limit=func.max_pending if isinstance(func, ActorMethod) else None,
         retry_exceptions=_retry_spec(retry_exceptions),
     )
     ext = _extension(client)

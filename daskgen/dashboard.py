@@ -294,6 +294,8 @@ def _mode(r: dict[str, Any]) -> str:
         mode += f" ({r['num_returns']})"
     if r.get("backpressure") is not None:
         mode += f", backpressure {r['backpressure']}"
+    if r.get("actor"):
+        mode += ", actor"
     return mode
 
 

@@ -82,6 +82,7 @@ class GenState:
     ended: bool = False  # the handle was told the call ended (told once)
     declared: int = 0  # static items created so far
     actor_worker: str | None = None  # an actor call: where its actor lives
+    grant: int = 0  # a granted stream (spec.granted): its limit, never lowered
     _spec: Any = None
 
     @classmethod
@@ -151,6 +152,8 @@ class GenState:
     @property
     def limit(self) -> int | None:
         """Highest index + 1 the driver may produce before the consumer takes more."""
+        if self.spec.granted:
+            return None if self.abandoned else self.grant
         return _rules.limit(self.taken, self.backpressure)
 
     def info(self) -> dict[str, Any]:
@@ -202,6 +205,8 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         self.by_driver: dict[Any, GenState] = {}
         self.by_prefix: dict[str, GenState] = {}
         self.by_end: dict[Any, GenState] = {}
+        #: Granted streams per actor key, oldest first (see _regrant).
+        self.by_actor: dict[str, list[GenState]] = {}
         #: Plain functions submitted through daskgen: key -> max_retries.
         self.plain: dict[Any, int] = {}
         self.history: deque[dict[str, Any]] = deque(maxlen=_config.get("history"))
@@ -293,6 +298,9 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
             self.by_prefix[g.prefix] = g
             if g.end_key is not None:
                 self.by_end[g.end_key] = g
+            if spec.granted:
+                assert spec.actor is not None
+                self.by_actor.setdefault(spec.actor, []).append(g)
             if g.mode is not Mode.DYNAMIC:
                 # Ray semantics: the call runs to its end even if the caller
                 # drops every handle. The pseudo-client lets go when it ends.
@@ -417,6 +425,8 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         g.worker = worker  # (work stealing may have moved a driver not started)
         batch = self._sort_items(g, dts, items)
         self._store_items(g, dts, batch)
+        if g.spec.granted:
+            self._regrant(g)  # it yielded: its next step of grant
         reply = self._reply(g, dts, batch, end)
         self._update_pause(g)
         return reply
@@ -623,7 +633,9 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         if g is None or taken <= g.taken:
             return
         g.taken = taken
-        if g.backpressure is not None:
+        if g.spec.granted:
+            self._regrant(g)
+        elif g.backpressure is not None:
             self._send_limit(g)
         self._update_pause(g)
 
@@ -649,7 +661,11 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         if g is None:
             return
         g.abandoned = True
-        if g.backpressure is not None:
+        if g.spec.granted:
+            self._send_limit(g)  # lifted: nobody takes, it runs to its end
+            self._update_pause(g)
+            self._regrant(g)  # its share goes to the actor's other streams
+        elif g.backpressure is not None:
             # Nobody will take: lift the limit so that it runs to its end.
             g.backpressure = None
             self._send_limit(g)
@@ -954,6 +970,9 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
             _compat.set_suspicious(dts, g.base)
             if g.cancelled and g.worker:
                 s.worker_send(g.worker, {"op": Op.STOP, "gen_id": g.gen_id})
+            if g.spec.granted:
+                self._send_limit(g)  # its driver waits for its grant
+                self._regrant(g)
         elif start == "released" and finish == "waiting" and g.attempts:
             # A re-run (a rebuild of lost items): it runs to its end, whoever
             # still holds a handle, so its length is checked.
@@ -971,6 +990,8 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
                 g.state = State.CANCELLED if g.cancelled else State.ERRED
                 g.error = g.error or _error_text(dts, kw)
             self._send_end(g, finish)
+            if g.spec.granted:
+                self._regrant(g)  # the unused part of its grant is free again
             loop = asyncio.get_running_loop()
             if finish == "erred":
                 g.error = self._explain_killed(g, kw) or g.error
@@ -1081,6 +1102,14 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
             return
         self.by_driver.pop(g.driver, None)
         self.by_prefix.pop(g.prefix, None)
+        if g.spec.granted and g.spec.actor in self.by_actor:
+            calls = self.by_actor[g.spec.actor]
+            if g in calls:
+                calls.remove(g)
+            if not calls:
+                del self.by_actor[g.spec.actor]
+            else:
+                self._regrant(calls[0])
         if g.state not in ENDED:
             g.state = State.CANCELLED if g.cancelled else State.FINISHED
         g.stopped = g.stopped or time.time()
@@ -1099,6 +1128,41 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         self.plain.clear()
 
     # ------------------------------------------------------------- backpressure
+
+    def _regrant(self, g: GenState) -> None:
+        """Share what is free of the budget of ``g``'s actor among its streams
+        (:func:`daskgen._rules.share`), and tell the drivers whose limit rose."""
+        calls = [c for c in self.by_actor.get(str(g.spec.actor), []) if not c.abandoned]
+        if not calls:
+            return
+        budget = int(calls[0].spec.actor_limit or 0)
+        holds = {
+            c.gen_id: _rules.held(c.grant, c.taken, c.produced, c.state in ENDED)
+            for c in calls
+        }
+        # Only running (or waiting) streams can use more.
+        able = [c for c in calls if c.state not in ENDED]
+        # A grant runs at most a fair step ahead of what its stream yielded,
+        # so that a stream alone does not take the budget that later ones
+        # will need (a grant is never taken back).
+        step = max(1, budget // len(able)) if able else 1
+        wants: list[int | None] = [
+            min(
+                c.produced + step - c.grant,
+                c.taken + c.backpressure - c.grant
+                if c.backpressure is not None
+                else budget,
+            )
+            for c in able
+        ]
+        shares = _rules.share(
+            budget - sum(holds.values()), wants, [holds[c.gen_id] for c in able]
+        )
+        for c, k in zip(able, shares, strict=True):
+            if k:
+                c.grant += k
+                self._send_limit(c)
+                self._update_pause(c)
 
     def _update_pause(self, g: GenState) -> None:
         step = _rules.pause_step(g.state, g.produced, g.limit)

@@ -108,8 +108,11 @@ class GeneratorWorkerPlugin(WorkerPlugin):
     def __init__(self) -> None:
         self.worker: Worker | None = None
         self.drivers: dict[str, Driver] = {}
+        self.early_limits: dict[str, int | None] = {}  # see handle_limit
+        self.lock: threading.Lock | None = None  # made in setup (not pickled)
 
     def setup(self, worker: Worker) -> None:
+        self.lock = threading.Lock()
         _install_log_filter()
         self.worker = worker
         worker.extensions[PLUGIN_NAME] = self
@@ -131,14 +134,33 @@ class GeneratorWorkerPlugin(WorkerPlugin):
             d.set_stop(requested=True)
 
     def handle_limit(self, gen_id: str, limit: int | None) -> None:
-        d = self.drivers.get(gen_id)
-        if d is not None:
-            d.set_limit(limit)
+        assert self.lock is not None
+        with self.lock:
+            d = self.drivers.get(gen_id)
+            if d is None:
+                # A grant can come before its driver's thread has started
+                # (granted streams wait for it): keep it for the driver.
+                self.early_limits[gen_id] = limit
+                while len(self.early_limits) > 1000:
+                    del self.early_limits[next(iter(self.early_limits))]
+                return
+        d.set_limit(limit)
+
+    def add_driver(self, driver: Driver) -> None:
+        assert self.lock is not None
+        with self.lock:
+            self.drivers[driver.gen_id] = driver
+            early = self.early_limits.pop(driver.gen_id, _NO_LIMIT)
+        if early is not _NO_LIMIT:
+            driver.set_limit(early)
 
     def handle_rebuild(self, gen_id: str, indices: list[int]) -> None:
         d = self.drivers.get(gen_id)
         if d is not None:
             d.rebuild(indices)
+
+
+_NO_LIMIT: Any = object()
 
 
 def _plugin(worker: Worker) -> GeneratorWorkerPlugin:
@@ -205,7 +227,8 @@ class Driver:
         self.inflight = False
         self.stop = False
         self.cancel_requested = False
-        self.limit: int | None = spec.backpressure
+        # A granted stream yields nothing before the scheduler's first grant.
+        self.limit: int | None = 0 if spec.granted else spec.backpressure
         self.lifted = False  # backpressure lifted for good (handle dropped)
         self.error: str | None = None
         self.end: dict[str, Any] | None = None
@@ -683,7 +706,7 @@ def run_driver(
     secede()
     plugin = _plugin(worker)
     driver = Driver(worker, key, spec)
-    plugin.drivers[driver.gen_id] = driver
+    plugin.add_driver(driver)
     driver.info = CallInfo(name=spec.name, client=spec.client, pid=os.getpid())
     token = current_call.set(driver.info)
     try:
@@ -715,9 +738,15 @@ class ActorMethod:
     """
 
     def __init__(
-        self, actor_key: str, method: str, cls_name: str, is_generator: bool
+        self,
+        actor_key: str,
+        method: str,
+        cls_name: str,
+        is_generator: bool,
+        max_pending: int | None = None,
     ) -> None:
         self.actor_key = actor_key
+        self.max_pending = max_pending
         self.method = method
         self.is_generator = is_generator
         self.__name__ = f"{cls_name}.{method}"

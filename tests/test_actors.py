@@ -18,6 +18,7 @@ from distributed import Client, Future, KilledWorker, LocalCluster, wait
 from distributed.utils_test import gen_cluster
 
 import daskgen
+from daskgen import dashboard
 from daskgen.exceptions import ActorDiedError, GeneratorCancelledError
 
 pytestmark = pytest.mark.slow
@@ -212,6 +213,51 @@ def test_concurrency_backpressure_and_interleaving(nanny_client):
     assert_clean(c, allow_keys=[key])
 
 
+def _pending(dask_scheduler, actor):
+    ext = dask_scheduler.extensions["daskgen"]
+    return sorted(
+        (g.submitted, g.produced - g.taken)
+        for g in ext.generators.values()
+        if g.spec.actor == actor
+    )
+
+
+def test_actor_wide_limit(two_workers):
+    """max_pending: an actor's streams together hold at most that many items
+    yielded and not taken, shared fairly; taking from one frees room for all."""
+    c = two_workers
+    model = RemoteModel.options(max_pending=4).remote("ab")
+    gens = [model.generate.remote(10, tag=f"s{i}") for i in range(3)]
+
+    def pending():
+        return [n for _, n in c.run_on_scheduler(_pending, actor=model.key)]
+
+    wait_until(lambda: sum(pending()) == 4, lambda: f"pending {pending()}")
+    time.sleep(0.5)
+    assert sum(pending()) == 4, pending()  # no stream yields past the budget
+    # the actor answers meanwhile; the streams without room have not started
+    assert model.count.remote().result() == 1
+    # What a consumer takes frees room, and it goes to the streams that hold
+    # least: the first stream's taking lets the two others start.
+    held = pending()
+    first = [next(gens[0]) for _ in range(2)]
+    wait_until(
+        lambda: sum(pending()) == 4 and min(pending()) >= 1,
+        lambda: f"pending {pending()}, was {held}",
+    )
+    # everything arrives once the consumers take
+    out = [[f.result() for f in first] + [f.result() for f in gens[0]]]
+    out += [[f.result() for f in g] for g in gens[1:]]
+    assert out == [["a", "b"] * 5] * 3
+    assert sorted(model.history.remote().result()) == sorted(
+        (f"s{i}", k) for i in range(3) for k in range(10)
+    )
+    with pytest.raises(ValueError, match="max_pending=0 is not valid"):
+        RemoteModel.options(max_pending=0).remote("ab")
+    del gens, first, out
+    assert_clean(c, allow_keys=[model.key])
+
+
 def test_cancel_stops_the_method_not_the_actor(nanny_client):
     c = nanny_client
     model = RemoteModel.remote("ab")
@@ -383,6 +429,9 @@ async def test_async_client(c, s, a):
     assert await model.count.remote() == 2
     row = s.extensions["daskgen"].history[-1]
     assert row["name"] == "Model.generate" and row["actor"] == model.key
+    # the dashboard's pages show it as any call, marked as an actor's
+    assert dashboard.display(row)["mode"] == "streaming, actor"
+    assert dashboard.display(row)["name"] == "Model.generate"
     key = model.key
     del model, out
     await async_assert_clean(c, s, a, allow_keys=[key])

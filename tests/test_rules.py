@@ -13,8 +13,10 @@ from daskgen._rules import (
     classify,
     end_outcome,
     end_reply,
+    held,
     limit,
     pause_step,
+    share,
 )
 
 WAITING_ON_DRIVER = ItemView("waiting", waits_only_on_driver=True, wanted=True)
@@ -165,3 +167,35 @@ def test_call_spec_round_trip():
     with pytest.raises(AttributeError):
         back.max_retries = 0  # type: ignore[misc]
     assert f"{State.ERRED}" == "erred" and str(Mode.STATIC) == "static"
+
+
+# free, wants, holds -> shares (one at a time to whoever holds least)
+SHARE = [
+    (4, [None, None], [0, 0], [2, 2]),
+    (5, [None, None], [0, 0], [3, 2]),  # the oldest first among equals
+    (3, [None, None], [3, 0], [0, 3]),  # to the stream holding least
+    (4, [1, None], [0, 0], [1, 3]),  # up to its own backpressure
+    (4, [1, 0], [0, 0], [1, 0]),  # what nobody wants stays free
+    (0, [None], [2], [0]),
+    (-2, [None], [5], [0]),  # over budget (a cancelled grant): nothing
+    (2, [], [], []),
+]
+
+
+@pytest.mark.parametrize("free,wants,holds,expected", SHARE)
+def test_share(free, wants, holds, expected):
+    assert share(free, wants, holds) == expected
+    assert sum(expected) <= max(free, 0)
+
+
+@pytest.mark.parametrize(
+    "limit,taken,produced,ended,expected",
+    [
+        (8, 3, 5, False, 5),  # running: its whole grant, yielded or not
+        (8, 3, 5, True, 2),  # ended: only what nobody took
+        (8, 8, 8, False, 0),
+        (4, 6, 6, True, 0),
+    ],
+)
+def test_held(limit, taken, produced, ended, expected):
+    assert held(limit, taken, produced, ended) == expected
