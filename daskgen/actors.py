@@ -38,7 +38,7 @@ from typing import Any
 from distributed import Client, Future
 
 from daskgen import _compat
-from daskgen.client import _SUBMIT_OPTIONS, _default_client, submit
+from daskgen.client import SUBMIT_OPTIONS, default_client, submit
 from daskgen.exceptions import actor_died_error
 from daskgen.worker import ActorMethod
 
@@ -54,7 +54,7 @@ def remote(func: Any = None, **options: Any) -> Any:
     """Ray's decorator: on a function, :func:`daskgen.client.remote`; on a
     class, an :class:`ActorClass` (``Cls.remote(...)`` creates an actor)."""
     if func is None:
-        _unknown(options, _SUBMIT_OPTIONS | _ACTOR_OPTIONS, "@daskgen.remote")
+        _unknown(options, SUBMIT_OPTIONS | _ACTOR_OPTIONS, "@daskgen.remote")
         return lambda f: remote(f, **options)
     if inspect.isclass(func):
         return ActorClass(func, **options)
@@ -100,7 +100,7 @@ class ActorClass:
         """Create the actor (``Cls(*args, **kwargs)`` on a worker); returns its
         :class:`ActorHandle` (with an asynchronous client, an awaitable)."""
         opts = dict(self._options)
-        client = opts.pop("client", None) or _default_client()
+        client = opts.pop("client", None) or default_client()
         max_pending = opts.pop("max_pending", None)
         fut = client.submit(self._cls, *args, actor=True, pure=False, **opts, **kwargs)
         return actor(fut, client=client, max_pending=max_pending)
@@ -147,7 +147,7 @@ def actor(x: Any, client: Client | None = None, max_pending: int | None = None) 
             "daskgen.actor takes the Future of client.submit(Cls, actor=True) or the "
             f"Actor it gives, not {type(x).__name__}"
         )
-    client = client or bound or _default_client()
+    client = client or bound or default_client()
     return actor(Future(key, client), client=client, max_pending=max_pending)
 
 

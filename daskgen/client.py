@@ -61,16 +61,16 @@ class ClientExtension:
     def __init__(self, client: Client) -> None:
         self.client_id = client.id
         #: The calls whose handle is alive and that have not ended: gen_id -> state.
-        self.streams: dict[str, _StreamState] = {}
+        self.streams: dict[str, CallState] = {}
         #: Plain functions submitted through daskgen: key -> (name, max_retries).
         self.plain: dict[Any, tuple[str, int]] = {}
         self.lock = threading.Lock()
 
-    def add_stream(self, state: _StreamState) -> None:
+    def add_stream(self, state: CallState) -> None:
         with self.lock:
             self.streams[state.gen_id] = state
 
-    def forget_stream(self, state: _StreamState) -> None:
+    def forget_stream(self, state: CallState) -> None:
         with self.lock:
             if self.streams.get(state.gen_id) is state:
                 del self.streams[state.gen_id]
@@ -122,7 +122,7 @@ def install(client: Client | None = None) -> Any:
     >>> client = Client(LocalCluster())  # doctest: +SKIP
     >>> daskgen.install(client)  # doctest: +SKIP
     """
-    client = client or _default_client()
+    client = client or default_client()
     if client.asynchronous:
         return _install_async(client)
     if _extension(client) is None:
@@ -191,7 +191,7 @@ def _print_event(event: tuple[float, dict[str, Any]]) -> None:
     _console.emit(text, stderr=bool(msg.get("stderr")))
 
 
-def _default_client() -> Client:
+def default_client() -> Client:
     try:
         return get_client()
     except ValueError:
@@ -366,7 +366,7 @@ def submit(
     [0, 10, 20]
     """
     mode = _check(func, num_returns, backpressure, max_retries, retry_exceptions)
-    client = client or _default_client()
+    client = client or default_client()
     max_retries = _config.get("max-retries", max_retries)
     if client.asynchronous and _extension(client) is None:
         raise InvalidStateError(
@@ -425,7 +425,7 @@ def submit(
         return fut
     state = None
     if has_end:
-        state = _StreamState(client, gen_id, prefix)
+        state = CallState(client, gen_id, prefix)
         ext.add_stream(state)
     with annotate(**{ANNOTATION: spec.to_annotation()}):
         driver = client.submit(
@@ -517,11 +517,11 @@ class RemoteFunction:
 
     def options(self, **overrides: Any) -> RemoteFunction:
         """A new RemoteFunction with some submit options replaced."""
-        unknown = set(overrides) - _SUBMIT_OPTIONS
+        unknown = set(overrides) - SUBMIT_OPTIONS
         if unknown:
             raise TypeError(
                 f"unknown option(s) {sorted(unknown)}; valid options are "
-                f"{sorted(_SUBMIT_OPTIONS)}"
+                f"{sorted(SUBMIT_OPTIONS)}"
             )
         return RemoteFunction(self._func, **{**self._options, **overrides})
 
@@ -539,7 +539,7 @@ class RemoteFunction:
         return f"<daskgen.RemoteFunction {funcname(self._func)} {self._options}>"
 
 
-_SUBMIT_OPTIONS = {
+SUBMIT_OPTIONS = {
     "num_returns",
     "client",
     "key",
@@ -564,11 +564,11 @@ def remote(func: Callable[..., Any] | None = None, **options: Any) -> Any:
     >>> for f in produce.remote(3):  # doctest: +SKIP
     ...     print(f.result())
     """
-    unknown = set(options) - _SUBMIT_OPTIONS
+    unknown = set(options) - SUBMIT_OPTIONS
     if unknown:
         raise TypeError(
             f"unknown option(s) {sorted(unknown)} for @daskgen.remote; valid "
-            f"options are {sorted(_SUBMIT_OPTIONS)}"
+            f"options are {sorted(SUBMIT_OPTIONS)}"
         )
     if func is None:
         return lambda f: RemoteFunction(f, **options)
@@ -578,7 +578,7 @@ def remote(func: Callable[..., Any] | None = None, **options: Any) -> Any:
 # ------------------------------------------------------------------ stream state
 
 
-class _StreamState:
+class CallState:
     """Client-side record of a streaming or dynamic call (lives on the client)."""
 
     def __init__(self, client: Client, gen_id: str, prefix: str) -> None:
@@ -676,7 +676,7 @@ class FutureGenerator:
 
     def __init__(
         self,
-        state: _StreamState,
+        state: CallState,
         end: Future[Any],
         name: str,
         key: Any,
@@ -720,7 +720,7 @@ class FutureGenerator:
         return self._index
 
     @property
-    def call(self) -> _StreamState:
+    def call(self) -> CallState:
         """The call's client-side state (what daskgen's own tools read)."""
         return self._state
 
@@ -993,7 +993,7 @@ def _describe_where(w: dict[str, Any] | None, index: int) -> str:
     return "; " + "; ".join(parts)
 
 
-async def _end_with_driver(driver: Any, stream: _StreamState) -> None:
+async def _end_with_driver(driver: Any, stream: CallState) -> None:
     """End a stream whose driver failed without telling it (normally the
     scheduler's end notification comes first): e.g. the scheduler could not
     load the call's graph, so daskgen's plugin never saw the call."""
@@ -1006,7 +1006,7 @@ async def _end_with_driver(driver: Any, stream: _StreamState) -> None:
 
 
 async def _driver_error(
-    end: Future[Any], stream: _StreamState | None = None
+    end: Future[Any], stream: CallState | None = None
 ) -> BaseException:
     """The exception of a call whose driver erred or was cancelled (its end
     marker's, or its driver's if the scheduler never accepted the call)."""
@@ -1048,7 +1048,7 @@ class DynamicFuture(Future):  # type: ignore[type-arg]  # Future is generic only
         key: Any,
         client: Client,
         *,
-        stream: _StreamState,
+        stream: CallState,
         _end: Future[Any],
     ) -> None:
         super().__init__(key, client)
@@ -1058,7 +1058,7 @@ class DynamicFuture(Future):  # type: ignore[type-arg]  # Future is generic only
         weakref.finalize(self, stream.abandon)
 
     @property
-    def call(self) -> _StreamState:
+    def call(self) -> CallState:
         """The call's client-side state (what daskgen's own tools read)."""
         return self._stream
 

@@ -24,7 +24,7 @@ from distributed import Future
 from distributed import client as _dclient
 from distributed import utils as _dutils
 
-from daskgen.client import DynamicFuture, FutureGenerator, _StreamState
+from daskgen.client import CallState, DynamicFuture, FutureGenerator
 
 __all__ = ["progress"]
 
@@ -119,7 +119,7 @@ class _Tracker:
 class _StreamTracker(_Tracker):
     """Items yielded by streaming or dynamic calls, as their client learns of them."""
 
-    def __init__(self, streams: list[tuple[_StreamState, Stream]]) -> None:
+    def __init__(self, streams: list[tuple[CallState, Stream]]) -> None:
         super().__init__()
         self.streams = streams
 

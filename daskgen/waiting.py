@@ -10,7 +10,7 @@ from dask.utils import parse_timedelta
 from distributed import Future
 
 from daskgen import _compat
-from daskgen.client import DynamicFuture, FutureGenerator, Timeout, _default_client
+from daskgen.client import DynamicFuture, FutureGenerator, Timeout, default_client
 
 __all__ = ["get", "wait"]
 
@@ -38,7 +38,7 @@ def get(x: Any, timeout: Timeout = None) -> Any:
     if isinstance(x, Future):
         return x.result(timeout=timeout)
     if isinstance(x, Sequence) and all(isinstance(f, Future) for f in x):
-        client = x[0].client if x else _default_client()
+        client = x[0].client if x else default_client()
         return _compat.gather(client, list(x), parse_timedelta(timeout))
     raise TypeError(
         f"daskgen.get takes a Future, a DynamicFuture or a list of Futures; got "
