@@ -36,10 +36,10 @@ class TextGenerator:
         it runs on the worker's event loop, and other requests run while it
         awaits)."""
         self.requests += 1
-        seed = sum(map(ord, prompt))
+        offset = sum(map(ord, prompt))
         for i in range(n_tokens):
             await asyncio.sleep(token_seconds)  # the model "thinking"
-            yield self.vocab[(seed + i * 7919) % len(self.vocab)]
+            yield self.vocab[(offset + i * 7919) % len(self.vocab)]
 
     def served(self) -> int:
         return self.requests
