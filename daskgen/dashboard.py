@@ -1,4 +1,4 @@
-"""Dashboard page and Prometheus metrics for daskgen.
+"""daskgen's pages on the scheduler's HTTP server, and the JSON they show.
 
 When daskgen's scheduler plugin starts (on the first ``daskgen.submit``, on
 ``daskgen.install(client)``, or with ``dask scheduler --preload daskgen``), it
@@ -17,21 +17,7 @@ serves the Dask dashboard, port 8787 by default):
     where each entry is a ``GenState.info()`` dict. ``?limit=N`` keeps the
     first N rows (active calls come first, newest first).
 
-and these metrics to the scheduler's ``/metrics`` (if ``prometheus_client`` is
-installed), under Dask's namespace (``distributed.dashboard.prometheus.namespace``,
-``dask`` by default):
-
-``dask_daskgen_generators{state="..."}``
-    Gauge: generator calls by state, live calls plus the finished ones the
-    scheduler still remembers (``daskgen.history``).
-``dask_daskgen_items_yielded_total``, ``dask_daskgen_bytes_yielded_total``
-    Counters: items yielded (and their sizes) since the scheduler started.
-``dask_daskgen_backpressure_pauses_total``, ``dask_daskgen_backpressure_paused_seconds_total``
-    Counters: how often generators waited on a slow consumer, and how long.
-
-The metrics collector is registered once per process in
-``prometheus_client.REGISTRY``; if one process runs several schedulers with
-daskgen (tests do), their values are summed.
+The Prometheus metrics on ``/metrics`` are :mod:`daskgen.metrics`.
 
 Routes from configuration
 -------------------------

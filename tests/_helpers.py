@@ -12,9 +12,11 @@ import os
 import re
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from distributed import Event
+from distributed import Client, Event, LocalCluster
 from distributed.utils_test import async_poll_for, poll_for
 
 __all__ = [
@@ -24,9 +26,31 @@ __all__ = [
     "boom",
     "gated",
     "kill_worker",
+    "nanny_cluster",
     "produce",
     "wait_until",
 ]
+
+
+# ------------------------------------------------------------------- clusters
+
+
+@contextmanager
+def nanny_cluster(n_workers: int = 1, threads_per_worker: int = 1) -> Iterator[Client]:
+    """A LocalCluster of nanny worker processes (SIGKILL-able, restarted by
+    their nanny) with a 400 MiB memory limit each, and its Client."""
+    with (
+        LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=threads_per_worker,
+            memory_limit="400MiB",
+            processes=True,
+            dashboard_address=":0",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+        gc.collect()
 
 
 # ------------------------------------------------------------------ generators

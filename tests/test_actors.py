@@ -13,8 +13,8 @@ import threading
 import time
 
 import pytest
-from _helpers import assert_clean, async_assert_clean, wait_until
-from distributed import Client, Future, KilledWorker, LocalCluster, wait
+from _helpers import assert_clean, async_assert_clean, nanny_cluster, wait_until
+from distributed import Client, Future, KilledWorker, wait
 from distributed.utils_test import gen_cluster
 
 import daskgen
@@ -80,31 +80,13 @@ RemoteModel = daskgen.remote(Model)
 
 @pytest.fixture(params=[1, 2], ids=["1-worker", "2-workers"])
 def nanny_client(request):
-    with (
-        LocalCluster(
-            n_workers=request.param,
-            threads_per_worker=2,
-            memory_limit="400MiB",
-            processes=True,
-            dashboard_address=":0",
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with nanny_cluster(request.param, threads_per_worker=2) as client:
         yield client
 
 
 @pytest.fixture
 def two_workers():
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=2,
-            memory_limit="400MiB",
-            processes=True,
-            dashboard_address=":0",
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with nanny_cluster(2, threads_per_worker=2) as client:
         yield client
 
 

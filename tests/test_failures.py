@@ -3,7 +3,6 @@ dropped handles, closing clients. Real LocalClusters with nanny processes."""
 
 from __future__ import annotations
 
-import gc
 import os
 import random
 import subprocess
@@ -12,8 +11,8 @@ import threading
 import time
 
 import pytest
-from _helpers import assert_clean, kill_worker
-from distributed import Client, Event, KilledWorker, LocalCluster, wait
+from _helpers import assert_clean, kill_worker, nanny_cluster
+from distributed import Client, Event, KilledWorker, wait
 from distributed.utils_test import poll_for
 
 import daskgen
@@ -24,18 +23,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def nanny_client():
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            memory_limit="400MiB",
-            processes=True,
-            dashboard_address=":0",
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with nanny_cluster(2) as client:
         yield client
-        gc.collect()
         assert_clean(client)
 
 

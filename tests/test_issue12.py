@@ -18,33 +18,16 @@ import signal
 import time
 import uuid
 from concurrent.futures import CancelledError
-from contextlib import contextmanager
 
 import pytest
 from _diag import scheduler_states  # tests/ is on sys.path
-from _helpers import wait_until
-from distributed import Client, Event, KilledWorker, LocalCluster, wait
+from _helpers import nanny_cluster, wait_until
+from distributed import Client, Event, KilledWorker, wait
 from distributed.utils_test import async_poll_for, gen_cluster
 
 import daskgen
 
 # ----------------------------------------------------------------- helpers
-
-
-@contextmanager
-def nanny_cluster(n):
-    with (
-        LocalCluster(
-            n_workers=n,
-            threads_per_worker=1,
-            memory_limit="400MiB",
-            processes=True,
-            dashboard_address=":0",
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
-        gc.collect()
 
 
 @pytest.fixture

@@ -35,13 +35,11 @@ from collections import Counter
 import numpy as np
 import pytest
 from _diag import scheduler_states  # tests/ is on sys.path
-from _helpers import assert_clean, async_assert_clean, kill_worker
+from _helpers import assert_clean, async_assert_clean, kill_worker, nanny_cluster
 from distributed import (
-    Client,
     Event,
     Future,
     KilledWorker,
-    LocalCluster,
     Variable,
     get_client,
     wait,
@@ -64,22 +62,6 @@ MiB = 2**20
 
 
 # =========================================================================== helpers
-
-
-@contextlib.contextmanager
-def nanny_cluster(n_workers=1):
-    """A real LocalCluster with nanny processes (SIGKILL-able), and its Client."""
-    with (
-        LocalCluster(
-            n_workers=n_workers,
-            threads_per_worker=1,
-            memory_limit="400MiB",
-            processes=True,
-            dashboard_address=":0",
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
 
 
 def _drivers(dask_worker):
