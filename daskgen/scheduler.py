@@ -274,6 +274,12 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         stimulus_id: str,
         **kwargs: Any,
     ) -> None:
+        for key in keys:
+            g = self.by_end.get(key)
+            if g is not None:
+                # The end marker comes after its driver (a second submit): if
+                # the driver has returned already, the marker needs it no more.
+                self._detach_end(g)
         metas = annotations.get(ANNOTATION)
         if not metas:
             return
@@ -990,6 +996,10 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
                 g.state = State.CANCELLED if g.cancelled else State.ERRED
                 g.error = g.error or _error_text(dts, kw)
             self._send_end(g, finish)
+            if finish == "memory":
+                # The generator returned: its end marker, if it has not run yet,
+                # needs it no more (a worker death now must not re-run it).
+                self._detach_end(g)
             if g.spec.granted:
                 self._regrant(g)  # the unused part of its grant is free again
             loop = asyncio.get_running_loop()
@@ -1012,6 +1022,22 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
                 g.state = State.CANCELLED
             else:
                 g.state = State.WAITING  # worker died or retry: runs again
+
+    def _detach_end(self, g: GenState) -> None:
+        """Cut the end marker loose from a driver that has returned, so that it
+        is done (or rebuilt) without the generator."""
+        s = self.scheduler
+        if s is None or g.end_key is None:
+            return
+        ets, dts = s.tasks.get(g.end_key), s.tasks.get(g.driver)
+        if (
+            ets is not None
+            and dts is not None
+            and dts.state == "memory"
+            and ets.state in ("released", "waiting")
+            and ets.dependencies == {dts}
+        ):
+            _compat.detach(s, g.end_key, _compat.Task(g.end_key, completed, None))
 
     def _send_end(self, g: GenState, end: str) -> None:
         """Tell a stream's or dynamic call's handle that the call ended."""
