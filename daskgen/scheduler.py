@@ -274,7 +274,7 @@ class GeneratorSchedulerPlugin(SchedulerPlugin):
         stimulus_id: str,
         **kwargs: Any,
     ) -> None:
-        for key in keys:
+        for key in keys if self.by_end else ():
             g = self.by_end.get(key)
             if g is not None:
                 # The end marker comes after its driver (a second submit): if
